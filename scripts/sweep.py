@@ -76,8 +76,8 @@ def main() -> int:
             res = json.loads(summary_path.read_text()) if summary_path.exists() else {}
             res["returncode"] = proc.returncode
             results[name] = res
-            print(f"done {name}: rc={proc.returncode} val_loss={res.get('val_loss')} "
-                  f"step={res.get('step')}/{res.get('steps')} "
+            print(f"done {name}: rc={proc.returncode} best val_loss={res.get('val_loss')} "
+                  f"at step {res.get('step')}/{res.get('steps')} "
                   f"t={time.monotonic() - start:.0f}s", flush=True)
     (out / "sweep.json").write_text(json.dumps(results, indent=2))
     print(f"\n{'run':10} {'params':>9} {'ternary':>9} {'val_loss':>9} {'ppl':>8} "

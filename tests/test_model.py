@@ -137,3 +137,34 @@ def test_training_gradients_flow(tiny_model):
     for name, p in tiny_model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     assert tiny_model.model.layers[1].attn.i_proj.weight.grad.abs().sum() > 0
+
+
+def test_eval_sees_every_optimizer_step(tiny_model):
+    """Evaluation between training steps must use the current weights, whatever the
+    optimizer implementation does to tensor version counters."""
+    for impl in ({"foreach": True}, {"foreach": False}):
+        opt = torch.optim.AdamW(tiny_model.parameters(), lr=1e-2, **impl)
+        ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(5))
+        for _ in range(3):
+            tiny_model.train()
+            opt.zero_grad()
+            tiny_model.loss(ids[:, :-1], ids[:, 1:]).backward()
+            opt.step()
+            tiny_model.eval()
+            with torch.no_grad():
+                got, _ = tiny_model(ids)
+            fresh = HGRNBitForCausalLM(tiny_model.config)
+            fresh.load_state_dict(tiny_model.state_dict())
+            with torch.no_grad():
+                want, _ = fresh.eval()(ids)
+            assert torch.equal(got, want)
+
+
+def test_freeze_matches_unfrozen(tiny_model):
+    ids = torch.randint(0, 97, (1, 12))
+    with torch.no_grad():
+        a, _ = tiny_model(ids)
+        b, _ = tiny_model.freeze()(ids)
+    assert torch.equal(a, b)
+    tiny_model.train()
+    assert all(m._frozen is None for m in tiny_model.modules() if hasattr(m, "_frozen"))

@@ -42,7 +42,7 @@ class FloatBackend:
                                "pip install 'mmfree-fpga[torch]'") from None
         from .checkpoint import load_checkpoint
 
-        self.model = load_checkpoint(checkpoint)
+        self.model = load_checkpoint(checkpoint).freeze()
         self.config = self.model.config
         self.state = None
 

@@ -106,22 +106,37 @@ class BitLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.norm = RMSNorm(in_features, eps=BITLINEAR_NORM_EPS)
-        self._wq_cache: tuple | None = None
+        self._frozen: torch.Tensor | None = None
         nn.init.normal_(self.weight, std=0.02)
 
+    def freeze(self) -> None:
+        """Quantize the weights once for inference (undone by ``train()``).
+
+        Explicit, because an in-place optimizer step need not bump a tensor's version
+        counter: a cache keyed on it silently served stale weights during evaluation.
+        """
+        with torch.no_grad():
+            self._frozen = weight_quant(self.weight)
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._frozen = None
+        return super().train(mode)
+
     def quantized_weight(self) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
-            w = self.weight
-            return w + (weight_quant(w) - w).detach()
-        # Inference: the ternary weights only change when the latent weights do.
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
-        if self._wq_cache is None or self._wq_cache[0] != key:
-            self._wq_cache = (key, weight_quant(self.weight))
-        return self._wq_cache[1]
+        if self._frozen is not None:
+            return self._frozen
+        w = self.weight
+        if not torch.is_grad_enabled():  # exactly codes * scale, not w + (q - w)
+            return weight_quant(w)
+        return w + (weight_quant(w) - w).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        x = x + (activation_quant(x) - x).detach()
+        if torch.is_grad_enabled():  # straight-through: quantized forward, identity backward
+            x = x + (activation_quant(x) - x).detach()
+        else:
+            x = activation_quant(x)
         return F.linear(x, self.quantized_weight())
 
     def extra_repr(self) -> str:
@@ -264,6 +279,14 @@ class HGRNBitForCausalLM(nn.Module):
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, _ = self(input_ids)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def freeze(self) -> HGRNBitForCausalLM:
+        """Eval mode with the ternary weights computed once (for inference, not training)."""
+        self.eval()
+        for m in self.modules():
+            if isinstance(m, BitLinear):
+                m.freeze()
+        return self
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

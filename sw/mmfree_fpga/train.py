@@ -325,6 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     invocation_start = time.monotonic()
     calib_start = None
     train_loss_ema, lr = None, t.lr
+    state_step0 = state["step"]
     model.train()
     while state["steps"] is None or state["step"] < state["steps"]:
         step = state["step"]
@@ -344,7 +345,14 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         t0 = time.monotonic()
         x, y = batch(train_tokens, t.batch_size, t.seq_len, gen)
         with _autocast(device, t.amp):
-            logits, _ = fwd(x)
+            try:
+                logits, _ = fwd(x)
+            except Exception as e:  # a torch.compile failure shows at the first call
+                if fwd is model or step != state_step0:
+                    raise
+                bar.write(f"torch.compile failed ({type(e).__name__}: {e}); running eager")
+                fwd = model
+                logits, _ = fwd(x)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                  y.reshape(-1))
         opt.zero_grad(set_to_none=True)
