@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mmfree_fpga.model import HGRNBitForCausalLM
 from util import tiny_config
 

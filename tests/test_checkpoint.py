@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
 from mmfree_fpga.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mmfree_fpga.cli import main
 from mmfree_fpga.config import ConfigError, HGRNBitConfig
 from mmfree_fpga.model import HGRNBitForCausalLM
-from safetensors.torch import load_file, save_file
 from util import tiny_config
 
 RELEASED_NAMES_LAYER = [

@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from mmfree_fpga import corpus
 from mmfree_fpga.corpus import CorpusError
 

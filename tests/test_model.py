@@ -3,6 +3,7 @@ stepping against the parallel forward; the recurrence scan against a plain loop.
 
 import torch
 import torch.nn.functional as F
+
 from mmfree_fpga.model import HGRNBitForCausalLM, linear_recurrence
 from util import tiny_config
 

