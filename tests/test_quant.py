@@ -51,11 +51,11 @@ def test_weight_absmean_formula():
     s = w.abs().mean()
     codes, scale = ternarize(w)
     assert torch.equal(scale, s)
-    assert torch.equal(codes, (w / s).round().clamp(-1, 1).to(torch.int8))
+    # mmfreelm's spelling: multiply by 1/s, round, clamp; dequantize by dividing by 1/s
+    assert torch.equal(codes, (w * (1.0 / s)).round().clamp(-1, 1).to(torch.int8))
     assert codes.tolist() == [[1, -1, 0], [0, 1, 0]]
+    assert torch.equal(weight_quant(w), codes.float() / (1.0 / s))
     assert torch.allclose(weight_quant(w), codes.float() * s)
-    # mmfreelm's own spelling multiplies by 1/s; it gives the same codes here
-    assert torch.equal(codes.float(), (w * (1.0 / s)).round().clamp(-1, 1))
 
 
 def test_weight_scale_eps():

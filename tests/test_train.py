@@ -112,3 +112,22 @@ def test_cli_train_and_run(tmp_path, capsys):
                "--max-new-tokens", "5", "--ignore-eos"])
     out, err = capsys.readouterr()
     assert rc == 0 and out.startswith("the cat") and "5 generated" in err
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """The multi-GPU path is plain DDP under torchrun; gloo runs it on the CPU."""
+    import subprocess
+    import sys
+
+    text = _text(tmp_path / "text.txt")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "mmfree_fpga.train", "--config", str(SMOKE), "--quiet",
+           "--set", "data.corpus=false", "--set", f"data.files=['{text}']",
+           "--set", "train.steps=10", "--set", "train.eval_every=5",
+           "--out", str(tmp_path / "run")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [5, 10]
+    assert log[-1]["tokens"] == 10 * 8 * 32 * 2          # both ranks' batches count
+    load_checkpoint(tmp_path / "run" / "best")

@@ -69,17 +69,19 @@ def weight_scale(w: torch.Tensor) -> torch.Tensor:
 def ternarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent weights -> (ternary codes in {-1, 0, 1} as int8, absmean scale ``s``).
 
-    Quantize once, from latent weights: re-quantizing codes would change ``s``.
+    Quantize once, from latent weights: re-quantizing codes would change ``s``. The codes
+    are ``round(w * (1 / s))`` in upstream's order of operations: ``w / s`` can round the
+    other way for a weight within an ulp of ``s / 2`` and flip its code.
     """
     s = weight_scale(w)
-    codes = (w / s).round().clamp(-1, 1)
+    codes = (w * (1.0 / s)).round().clamp(-1, 1)
     return codes.to(torch.int8), s
 
 
 def weight_quant(w: torch.Tensor) -> torch.Tensor:
-    """Fake-quantize weights to ternary with the absmean scale (the float model's view)."""
-    s = weight_scale(w)
-    return (w / s).round().clamp(-1, 1) * s
+    """Fake-quantize weights to ternary, ``codes / (1 / s)`` exactly as upstream computes."""
+    inv = 1.0 / weight_scale(w)
+    return (w * inv).round().clamp(-1, 1) / inv
 
 
 # -- layers ------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        rstd = torch.rsqrt(xf.square().mean(dim=-1, keepdim=True) + self.eps)
+        rstd = 1 / torch.sqrt(xf.square().mean(dim=-1, keepdim=True) + self.eps)  # as upstream
         return (xf * rstd * self.weight.float()).to(x.dtype)
 
 
