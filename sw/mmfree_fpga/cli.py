@@ -4,6 +4,10 @@
     mmfree-fpga prepare-data                        # build the training corpus offline
     mmfree-fpga train --config sw/configs/default.toml
     mmfree-fpga eval --text data/val.txt.gz         # perplexity on held-out text
+    mmfree-fpga export CHECKPOINT -o model.mmf      # the integer image the hardware runs
+    mmfree-fpga info model.mmf
+    mmfree-fpga run --backend golden --model model.mmf --prompt "..."
+    mmfree-fpga fidelity                            # golden vs float on held-out text
 
 Every error a user can cause (a bad checkpoint folder, an empty prompt, a bad config) ends
 in one ``error:`` line on stderr and exit status 2, never a traceback.
@@ -17,7 +21,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
-BACKENDS = ("float",)
+BACKENDS = ("float", "golden")
 
 
 def _cmd_run(args) -> int:
@@ -28,9 +32,17 @@ def _cmd_run(args) -> int:
         raise UsageError("the prompt is empty: give --prompt TEXT")
     if args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
-    model_dir = Path(args.model)
-    backend = FloatBackend(model_dir)
-    tok = load_tokenizer(args.tokenizer or model_dir)
+    model_path = Path(args.model)
+    if args.backend == "float":
+        if model_path.suffix == ".mmf":
+            raise UsageError("the float backend needs a checkpoint folder, not an image: "
+                             "an .mmf holds quantized weights (use --backend golden)")
+        backend = FloatBackend(model_path)
+        tok = load_tokenizer(args.tokenizer or model_path)
+    else:
+        backend = _golden_backend(model_path)
+        tok = (load_tokenizer(args.tokenizer) if args.tokenizer
+               else _tokenizer_from_bytes(backend.model.layout.tokenizer_json))
     vocab = backend.config.vocab_size
     if tok.get_vocab_size() > vocab:
         raise UsageError(f"the tokenizer has {tok.get_vocab_size()} tokens but the model "
@@ -51,6 +63,63 @@ def _cmd_run(args) -> int:
           f"tokens in {stats.prefill_s + stats.decode_s:.2f} s "
           f"({stats.tokens_per_s:.1f} tokens/s)"
           + (", stopped at end of text" if stats.stopped_at_eos else ""), file=sys.stderr)
+    return 0
+
+
+def _golden_backend(model_path: Path):
+    """The golden model from an image, or from a checkpoint folder exported on the fly."""
+    from .golden import GoldenBackend
+
+    if model_path.is_dir():
+        from .checkpoint import load_checkpoint
+        from .export import export_model
+
+        model = load_checkpoint(model_path)
+        tok_json = model_path / "tokenizer.json"
+        if not tok_json.exists():
+            raise UsageError(f"{model_path}: no tokenizer.json to put in the image")
+        return GoldenBackend(export_model(model, tok_json.read_bytes()))
+    return GoldenBackend(model_path)
+
+
+def _tokenizer_from_bytes(data: bytes):
+    from tokenizers import Tokenizer
+
+    from .tokenizer import TokenizerError
+
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:  # tokenizers raises a bare Exception
+        raise TokenizerError(f"the image's tokenizer section is unreadable ({e})") from None
+
+
+def _cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    summary = export_checkpoint(args.checkpoint, args.output)
+    print(f"wrote {summary['image']}: {summary['bytes']:,} bytes, "
+          f"{summary['ternary_weights']:,} ternary weights, {summary['sections']} sections")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .export import image_info
+
+    print(image_info(args.image))
+    return 0
+
+
+def _cmd_fidelity(args) -> int:
+    from .fidelity import measure, summary_line
+
+    def progress(done, total):
+        print(f"  window {done}/{total}", file=sys.stderr)
+
+    r = measure(args.model, args.text, args.positions, args.seq_len,
+                progress=None if args.quiet else progress)
+    print(f"golden model: {r['golden_tokens_per_s']:.0f} tokens/s "
+          f"({r['positions']} positions in {r['wall_s']:.1f} s with the float model)")
+    print(summary_line(r))
     return 0
 
 
@@ -91,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="generate text from a prompt")
     r.add_argument("--prompt", required=True)
     r.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="checkpoint folder (config.json + *.safetensors); default: shipped model")
+                   help="checkpoint folder (config.json + *.safetensors), or a model image "
+                        "(.mmf) for --backend golden; default: the shipped model")
     r.add_argument("--tokenizer", help="tokenizer.json (default: the one in the model folder)")
     r.add_argument("--backend", choices=BACKENDS, default="float")
     r.add_argument("--max-new-tokens", type=int, default=64)
@@ -110,6 +180,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (overrides the config's out)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    x = sub.add_parser("export", help="quantize a checkpoint into a model image (.mmf)")
+    x.add_argument("checkpoint", help="checkpoint folder")
+    x.add_argument("-o", "--output", required=True, help="image file to write")
+    x.set_defaults(func=_cmd_export)
+
+    i = sub.add_parser("info", help="describe and verify a model image")
+    i.add_argument("image")
+    i.set_defaults(func=_cmd_info)
+
+    f = sub.add_parser("fidelity", help="golden (integer) model vs float model")
+    f.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder")
+    f.add_argument("--text", default="data/val.txt.gz")
+    f.add_argument("--positions", type=int, default=4096)
+    f.add_argument("--seq-len", type=int, default=256)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=_cmd_fidelity)
 
     e = sub.add_parser("eval", help="validation loss and perplexity on a text file")
     e.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -134,14 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .config import ConfigError
     from .generate import BackendError
+    from .image import ImageError
     from .tokenizer import TokenizerError
 
     expected: tuple[type[Exception], ...] = (UsageError, ConfigError, TokenizerError,
-                                             BackendError)
+                                             BackendError, ImageError)
     try:  # these need torch; running other backends does not
         from .checkpoint import CheckpointError
+        from .fidelity import FidelityError
         from .train import TrainError
-        expected += (CheckpointError, TrainError)
+        expected += (CheckpointError, TrainError, FidelityError)
     except ImportError:
         pass
     try:

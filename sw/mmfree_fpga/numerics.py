@@ -1,0 +1,185 @@
+"""The integer number formats and approximations: the one definition the golden model, the
+export and (later) the gateware all import. NUMERICS.md explains each choice; the section
+names below match its headings.
+
+Everything here is integer arithmetic. Vectors are NumPy ``int64`` arrays holding values of
+the stated widths; per-token scalars are Python ``int``s. Rounding is *round half up*,
+``floor(x + 1/2)``, everywhere (:func:`rshift_round`): an adder and an arithmetic shift in
+hardware.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+NUMERICS_VERSION = 1
+
+# -- Vector format "X": residual stream and every dequantized vector --------------------------
+X_BITS = 32                    # int32 two's complement ...
+X_FRAC = 16                    # ... with 16 fractional bits (Q15.16): range +-32768
+X_MIN, X_MAX = -(1 << (X_BITS - 1)), (1 << (X_BITS - 1)) - 1
+
+# -- Activations and accumulators ------------------------------------------------------------
+ACT_MIN, ACT_MAX = -128, 127   # int8 codes, absmax per token (127 at the largest magnitude)
+ACC_BITS = 32                  # |acc| <= 128 * K  <  2^31 for K <= 2^23 (MAX_K)
+MAX_K = 1 << 15                # longest dot product / norm length the formats are proven for
+
+# -- Gains (per-channel RMSNorm weights, folded): int16 block floating point ------------------
+GAIN_BITS = 16                 # value = g / 2^frac, one frac per vector, chosen at export
+
+# -- Gate format: sigmoid outputs, forget gates, lower bounds --------------------------------
+GATE_FRAC = 24                 # unsigned Q0.24
+GATE_ONE = 1 << GATE_FRAC
+
+# -- Sigmoid table --------------------------------------------------------------------------
+SIG_RANGE = 16                 # table covers z in [-16, 16]; saturates outside
+SIG_STEP_LOG2 = 5              # knots every 1/32
+SIG_SHIFT = X_FRAC - SIG_STEP_LOG2            # fractional bits between knots (11)
+SIG_KNOTS = 2 * SIG_RANGE * (1 << SIG_STEP_LOG2) + 1   # 1025
+SIGMOID_TABLE = np.array(
+    [round(GATE_ONE / (1 + math.exp(-(k / (1 << SIG_STEP_LOG2) - SIG_RANGE))))
+     for k in range(SIG_KNOTS)] + [GATE_ONE], dtype=np.int64)   # +1 sentinel knot
+
+# -- Scalars: pseudo-float ------------------------------------------------------------------
+PF_BITS = 16                   # mantissa in [2^15, 2^16) (or 0); value = mant * 2^exp
+
+# -- Normalization of a vector before squaring / quantizing -----------------------------------
+NORM_BITS = 24                 # vectors are rescaled to 24 significant bits to quantize ...
+SQ_BITS = 23                   # ... and to at most 23 to square: K * (2^23)^2 < 2^63
+
+# -- Reciprocal and reciprocal square root: table + one Newton step ---------------------------
+RECIP_TABLE_BITS = 8
+RSQRT_TABLE_BITS = 8
+
+
+class PF(NamedTuple):
+    """A positive scalar ``mant * 2**exp`` with a 16-bit normalized mantissa (or zero)."""
+
+    mant: int
+    exp: int
+
+    def value(self) -> float:
+        return math.ldexp(self.mant, self.exp)
+
+
+PF_ZERO = PF(0, 0)
+
+
+def rshift_round(x, n: int):
+    """``round(x / 2^n)``, halves rounded up; ``n <= 0`` shifts left (exact)."""
+    if n <= 0:
+        return x << -n
+    return (x + (1 << (n - 1))) >> n
+
+
+def saturate(x, bits: int = X_BITS):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if isinstance(x, np.ndarray):
+        return np.clip(x, lo, hi)
+    return min(max(x, lo), hi)
+
+
+def pf_normalize(v: int, exp: int = 0) -> PF:
+    """The integer ``v * 2^exp`` (v >= 0) as a PF, the mantissa rounded to 16 bits."""
+    if v < 0:
+        raise ValueError("PF holds non-negative values")
+    if v == 0:
+        return PF_ZERO
+    shift = v.bit_length() - PF_BITS
+    mant = rshift_round(v, shift)
+    if mant >> PF_BITS:                     # rounding carried into a 17th bit
+        mant >>= 1
+        shift += 1
+    return PF(mant, exp + shift)
+
+
+def pf_from_float(x: float) -> PF:
+    """Export-time only (the host computes these from float weights)."""
+    if not (x >= 0 and math.isfinite(x)):
+        raise ValueError(f"PF needs a finite non-negative value, got {x}")
+    if x == 0:
+        return PF_ZERO
+    m, e = math.frexp(x)                    # x = m * 2^e, m in [0.5, 1)
+    return pf_normalize(round(m * (1 << 40)), e - 40)
+
+
+def pf_mul(a: PF, b: PF) -> PF:
+    return pf_normalize(a.mant * b.mant, a.exp + b.exp)
+
+
+def pf_scale(x: np.ndarray, s: PF) -> np.ndarray:
+    """``saturate(round(x * s))``: an int32 vector times a PF (one 32x16 multiply, a shift)."""
+    if s.mant == 0:
+        return np.zeros_like(x)
+    if s.exp >= 0:
+        return saturate(x * (s.mant << min(s.exp, 40)))
+    return saturate(rshift_round(x * s.mant, -s.exp))
+
+
+# -- Reciprocal ------------------------------------------------------------------------------
+# m in [2^23, 2^24]: the table is indexed by the 8 bits after the leading one and holds
+# 2^47 / (bin centre); one Newton step r <- r * (2 - m r / 2^47) squares the relative error.
+RECIP_TABLE = [round(2 ** 47 / ((256 + i + 0.5) * 2 ** 15)) for i in range(257)]
+
+
+def recip24(m: int) -> int:
+    """``~ 2^47 / m`` for ``2^23 <= m <= 2^24`` (relative error < 2^-17)."""
+    if not (1 << 23) <= m <= (1 << 24):
+        raise ValueError("recip24 input out of range")
+    r = RECIP_TABLE[(m >> 15) - 256]
+    return (r * ((1 << 48) - m * r)) >> 47
+
+
+# -- Reciprocal square root ------------------------------------------------------------------
+# s is shifted by an even amount into a in [2^30, 2^32); the table, indexed by a >> 24
+# (64..255), holds 2^47 / sqrt(bin centre); one Newton step y <- y (3 - a y^2 / 2^94) / 2.
+RSQRT_TABLE = [round(2 ** 47 / math.sqrt((i + 0.5) * 2 ** 24)) for i in range(256)]
+
+
+def rsqrt(s: int) -> PF:
+    """``~ 1 / sqrt(s)`` for an integer ``s > 0`` (relative error < 2^-15)."""
+    if s <= 0:
+        raise ValueError("rsqrt of a non-positive value")
+    k = (s.bit_length() - 31) // 2          # a = s / 4^k lands in [2^30, 2^32)
+    a = rshift_round(s, 2 * k) if k > 0 else s << (-2 * k)
+    if a >> 32:                             # rounding carried: take one more even step
+        k += 1
+        a = rshift_round(s, 2 * k)
+    y = RSQRT_TABLE[a >> 24]
+    y = (y * (3 * (1 << 94) - a * y * y)) >> 95
+    return pf_normalize(y, -47 - k)
+
+
+# -- Sigmoid and SiLU ------------------------------------------------------------------------
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """sigma(z) in Q0.24 for z in X (Q15.16): table of 1025 knots + linear interpolation.
+
+    Max absolute error 1.2e-5 (interpolation) + 3e-8 (knot rounding). Where ``1 - f`` needs
+    relative precision (z < 0) the relative error is < 1.3e-3 down to z = -8 and < 5 % down
+    to z = -12, below which Q0.24's resolution (6e-8) dominates.
+    """
+    t = np.clip(z, -SIG_RANGE << X_FRAC, SIG_RANGE << X_FRAC) + (SIG_RANGE << X_FRAC)
+    idx = t >> SIG_SHIFT
+    frac = t & ((1 << SIG_SHIFT) - 1)
+    lo = SIGMOID_TABLE[idx]
+    hi = SIGMOID_TABLE[idx + 1]
+    return lo + rshift_round((hi - lo) * frac, SIG_SHIFT)
+
+
+def silu(z: np.ndarray) -> np.ndarray:
+    """z * sigma(z): X in, X out (one 32x25 multiply per element)."""
+    return rshift_round(z * sigmoid(z), GATE_FRAC)
+
+
+def gain_block(g: np.ndarray) -> tuple[np.ndarray, int]:
+    """Export-time: float gains -> (int16 values, frac) using the full 16-bit range."""
+    peak = float(np.max(np.abs(g))) if g.size else 0.0
+    if not math.isfinite(peak):
+        raise ValueError("non-finite gain")
+    frac = 14 if peak == 0 else min(30, 14 - math.floor(math.log2(peak)))
+    q = np.clip(np.round(g.astype(np.float64) * 2.0 ** frac), -32768, 32767)
+    return q.astype(np.int16), frac
