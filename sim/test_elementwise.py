@@ -3,10 +3,10 @@ silu, with random and corner-case operands, random gaps and random back-pressure
 
 import random
 
+import cocotb
 import numpy as np
 from tb import PATTERNS, StreamSink, StreamSource, pack, params, start, to_signed
 
-import cocotb
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
 from mmfree_hw.elementwise import Op, Operands

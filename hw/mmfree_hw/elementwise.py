@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import numerics as N
 
-from .pipeline import X, Sigmoid, rshift_round, saturate
+from .pipeline import Sigmoid, X, rshift_round, saturate
 
 
 class Op(enum.Enum, shape=3):
