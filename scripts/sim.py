@@ -34,8 +34,9 @@ def main() -> int:
                      plugins=[summary])
     print()
     for unit, c in sorted(summary.counts.items()):
-        print(f"sim {unit:<12} {c['passed']} passed, {c['failed']} failed"
-              f"{', %d skipped' % c['skipped'] if c['skipped'] else ''} ({c['s']:.0f} s)")
+        skipped = f", {c['skipped']} skipped" if c["skipped"] else ""
+        print(f"sim {unit:<12} {c['passed']} passed, {c['failed']} failed{skipped} "
+              f"({c['s']:.0f} s)")
     print(f"sim total {time.monotonic() - t0:.0f} s")
     return int(rc)
 
