@@ -36,5 +36,6 @@ def run(component, name: str, test_module: str, params: dict | None = None,
     env = {"MMF_PARAMS": json.dumps(params),
            "PYTHONPATH": os.pathsep.join([str(SIM_DIR), *sys.path])}
     results = runner.test(hdl_toplevel=name, test_module=test_module, test_dir=SIM_DIR,
-                          build_dir=build_dir, extra_env=env, waves=waves)
+                          build_dir=build_dir, extra_env=env, waves=waves,
+                          results_xml=str(build_dir / "results.xml"))
     return get_results(results)
