@@ -5,7 +5,8 @@ is ready or empty), so a block here is told ``en`` and has a fixed latency in en
 cycles.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+import numpy as np
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,8 +24,22 @@ def rshift_round(value, n: int):
 
 
 def saturate(value, bits: int = N.X_BITS):
+    """Clamp a signed value into ``bits`` bits (as numerics.saturate).
+
+    It fits exactly when the bits above the new sign bit all equal it: an AND/OR reduction
+    in LUTs, where two magnitude comparisons would be two carry chains in series.
+    """
+    value = Value.cast(value)
+    if len(value) <= bits:
+        return value
+    top = value[bits - 1:]
+    fits = top.all() | ~top.any()
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+    return Mux(fits, value[:bits].as_signed(), Mux(value[-1], lo, hi))
+
+
+SIG_DIFF_BITS = int(max(np.diff(N.SIGMOID_TABLE))).bit_length()
+assert min(np.diff(N.SIGMOID_TABLE)) >= 0 and SIG_DIFF_BITS <= 17
 
 
 class Sigmoid(wiring.Component):
@@ -32,13 +47,18 @@ class Sigmoid(wiring.Component):
     interpolation on the 11 bits between knots, z clamped to [-16, 16].
 
     Ports: ``z`` (X, in), ``y`` (Q0.24 in 25 bits, out), ``en`` (in).
-    Latency: 2 enabled cycles (table read, interpolation register). Throughput: 1 per cycle.
-    Resources: one 1026 x 25 table with two read ports, one 21 x 11 multiply.
+    Latency: ``LATENCY`` = 6 enabled cycles: clamp, table read, the block RAM's output
+    register (an ECP5 DP16KD is ~6 ns clock-to-out without it), knot difference,
+    product, sum: one carry chain or one multiplier per cycle.
+    Throughput: 1 per cycle.
+    Resources: one 1026 x 25 table with two read ports, one 17 x 11 multiply.
     """
 
     z: In(X)
     y: Out(GATE)
     en: In(1)
+
+    LATENCY = 6
 
     def elaborate(self, platform):
         m = Module()
@@ -49,20 +69,95 @@ class Sigmoid(wiring.Component):
 
         lim = N.SIG_RANGE << N.X_FRAC
         t = Signal(range(2 * lim + 1))
-        m.d.comb += t.eq(Mux(self.z > lim, 2 * lim, Mux(self.z < -lim, 0, self.z + lim)))
-        frac = Signal(N.SIG_SHIFT)
+        with m.If(self.en):
+            m.d.sync += t.eq(Mux(self.z > lim, 2 * lim,
+                                 Mux(self.z < -lim, 0, self.z + lim)))
+        frac1, frac2, frac3 = (Signal(N.SIG_SHIFT, name=f"frac{i}") for i in (1, 2, 3))
+        lo1 = Signal(GATE)
         m.d.comb += [
             lo_port.addr.eq(t >> N.SIG_SHIFT), hi_port.addr.eq((t >> N.SIG_SHIFT) + 1),
             lo_port.en.eq(self.en), hi_port.en.eq(self.en),
         ]
+        lo, hi = Signal(GATE), Signal(GATE)
         with m.If(self.en):
-            m.d.sync += frac.eq(t[:N.SIG_SHIFT])
-        diff = Signal(signed(N.GATE_FRAC + 2))
-        m.d.comb += diff.eq(hi_port.data - lo_port.data)
+            m.d.sync += [frac1.eq(t[:N.SIG_SHIFT]), frac2.eq(frac1),
+                         lo.eq(lo_port.data), hi.eq(hi_port.data)]
+        # sigma is increasing with slope <= 1/4, so a knot step fits 17 unsigned bits
+        # (2^24 / 4 / 32) and the product is one 18x18 multiplier
+        diff = Signal(SIG_DIFF_BITS)
+        step = Signal(SIG_DIFF_BITS + N.SIG_SHIFT)
+        lo2 = Signal(GATE)
         with m.If(self.en):
-            m.d.sync += self.y.eq(lo_port.data + rshift_round(diff * frac, N.SIG_SHIFT))
+            m.d.sync += [diff.eq(hi - lo), frac3.eq(frac2), lo1.eq(lo),
+                         step.eq(diff * frac3), lo2.eq(lo1)]
+            m.d.sync += self.y.eq(lo2 + rshift_round(step, N.SIG_SHIFT))
         return m
 
 
 # A constant some units need: 1.0 in the gate format.
 GATE_ONE = Const(N.GATE_ONE, GATE)
+
+
+class PipelinedMul(wiring.Component):
+    """``p = a * b`` (signed) from 18x18 partial products, for the ECP5's MULT18X18D.
+
+    A wide product straight through Yosys' DSP mapping chains DSPs and carry adders in one
+    cycle (the elementwise unit's first build closed at 41 MHz). Here each operand is cut
+    into 17-bit unsigned low parts and a signed top part, every partial product is
+    registered, and the partial sums are added in a balanced tree, one level per cycle.
+
+    Ports: ``a``, ``b`` (in), ``p`` (out, a_width + b_width bits), ``en`` (in, stall).
+    Latency: ``LATENCY`` enabled cycles (operand registers, products, then the adder tree).
+    Throughput: one product per cycle.
+    """
+
+    SPLIT = 17
+
+    def __init__(self, a_width: int, b_width: int):
+        self.a_width, self.b_width = a_width, b_width
+        self.a_parts = self._parts(a_width)
+        self.b_parts = self._parts(b_width)
+        n = len(self.a_parts) * len(self.b_parts)
+        self.levels = max(0, (n - 1).bit_length())
+        self.LATENCY = 2 + self.levels
+        super().__init__({"a": In(signed(a_width)), "b": In(signed(b_width)),
+                          "en": In(1), "p": Out(signed(a_width + b_width))})
+
+    def _parts(self, width):
+        """(low bit, width, signed) pieces: unsigned 17-bit lows, a signed top piece."""
+        parts, lo = [], 0
+        while width - lo > self.SPLIT + 1:
+            parts.append((lo, self.SPLIT, False))
+            lo += self.SPLIT
+        parts.append((lo, width - lo, True))
+        return parts
+
+    def elaborate(self, platform):
+        m = Module()
+        ar, br = Signal.like(self.a), Signal.like(self.b)
+        with m.If(self.en):
+            m.d.sync += [ar.eq(self.a), br.eq(self.b)]
+
+        def piece(value, lo, width, is_signed):
+            bits = value[lo:lo + width]
+            return bits.as_signed() if is_signed else bits.as_unsigned()
+
+        terms = []
+        for alo, aw, asg in self.a_parts:
+            for blo, bw, bsg in self.b_parts:
+                t = Signal(signed(self.a_width + self.b_width))
+                with m.If(self.en):
+                    m.d.sync += t.eq(piece(ar, alo, aw, asg) * piece(br, blo, bw, bsg)
+                                     << (alo + blo))
+                terms.append(t)
+        while len(terms) > 1:
+            nxt = []
+            for i in range(0, len(terms), 2):
+                t = Signal(signed(self.a_width + self.b_width))
+                with m.If(self.en):
+                    m.d.sync += t.eq(terms[i] + terms[i + 1] if i + 1 < len(terms)
+                                     else terms[i])
+                nxt.append(t)
+            terms = nxt
+        m.d.comb += self.p.eq(terms[0])
+        return m
