@@ -1,0 +1,278 @@
+"""The MLGRU state unit: forget gate, recurrent state update and output gate, one channel per
+cycle, bit-exact with ``golden.mlgru`` (NUMERICS.md, "Units", ``mlgru``):
+
+    1 - f = round((2^24 - lb) * sigma(-zf) / 2^24)         Q0.24
+    c     = round(silu(zi) * (1 - f) / 2^24)                X
+    h     = saturate(round(f * h / 2^24) + c)               X, kept here across tokens
+    o     = saturate(round(saturate(round(zg * gn / 2^gn_frac)) * silu(h) / 2^16))
+
+The state ``h`` lives in an on-chip memory that this unit reads, updates and writes back once
+per channel. One unit serves every layer: the layers of a token step run one after another,
+so each layer keeps its state in its own region of the memory, selected by ``base``.
+"""
+
+from amaranth import Cat, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree_fpga import numerics as N
+
+from .pipeline import GATE, GATE_ONE, PipelinedMul, Sigmoid, X, saturate
+
+GAIN = signed(N.GAIN_BITS)
+GATE_S = N.GATE_FRAC + 2          # a Q0.24 gate (0 .. 2^24) as a signed multiplier operand
+
+
+class MLGRUBeat(data.Struct):
+    """One channel of one token: the three projections, and the layer's constants for this
+    channel, which the sequencer streams beside them (no per-layer tables in this unit)."""
+
+    zi: X           # input projection (X)
+    zf: X           # forget-gate projection (X)
+    zg: X           # output-gate projection (X)
+    lb: GATE        # forget-gate lower bound, Q0.24 in 0 .. 2^24
+    gn: GAIN        # g_norm gain, value gn / 2^gn_frac
+    first: 1        # first token of a sequence: the previous state is taken as 0
+
+
+def round_shift(value, n: int, addend=None):
+    """``rshift_round(value, n)`` as ``(value >> n) + value[n - 1]``: the bit below the cut
+    is the half to round up by, so the adder is only as wide as the result. With a signed
+    ``addend``, ``rshift_round(value, n) + addend`` in one adder, that bit as the carry-in of
+    both operands: ``A + B + cin = (2A + cin + 2B + cin) / 2``."""
+    value = Value.cast(value)
+    cin = value[n - 1]
+    if addend is None:
+        return (value >> n) + cin
+    high = value[n:].as_signed()
+    return (Cat(cin, high).as_signed() + Cat(cin, addend).as_signed()) >> 1
+
+
+def round_shift_var(value, amount):
+    """``rshift_round(value, amount)`` for a run-time ``amount >= 0``, as ``(t + 1) >> 1`` of
+    ``t = (2 value) >> amount``, which is exact for ``amount = 0`` too. Returns ``t``'s
+    expression; the caller registers it and finishes with :func:`round_half`."""
+    return (value << 1) >> amount
+
+
+def round_half(t):
+    return (t + 1) >> 1
+
+
+class MLGRUUnit(wiring.Component):
+    """Ports:
+
+    - ``i``: stream of :class:`MLGRUBeat`, channels 0 .. n-1 of a token in order.
+    - ``o``: stream of X (int32), ``o[j]`` for each accepted beat, in order.
+    - ``n`` (config): channels per vector, 1 .. ``max_channels`` (0 acts as 1).
+    - ``base`` (config): state address of channel 0 of the current layer (layer * n when one
+      unit serves every layer); ``base + n <= max_channels``. Regions must not overlap, and
+      a region is always used with the same ``n`` (its layer's width).
+    - ``gn_frac`` (config): fractional bits of ``gn``, 0 .. 31 (``gain_block`` gives <= 30).
+
+    Channel order: a counter gives each accepted beat its channel ``j`` and wraps after
+    ``n`` beats; the beat's state address is ``base + j``. ``rst`` returns the counter to 0.
+    The config inputs are sampled with each accepted beat, so they may change between two
+    vectors (after the n-th beat was accepted, before the next) without draining the
+    pipeline; ``n`` and ``base`` must not change inside a vector.
+
+    Clearing the state: the sequencer sets ``first`` on every beat of a sequence's first token
+    (every layer). That beat takes ``h = 0`` instead of the stored state and overwrites it, so
+    clearing costs no cycles and never races with beats in flight. ``rst`` does not clear the
+    state memory (it is zero at configuration only).
+
+    Latency: ``LATENCY`` cycles from an accepted ``i`` beat to its ``o`` beat, 35 with a
+    6-cycle ``Sigmoid`` and 4-cycle products (the stage plan follows the blocks' latencies):
+    input registers, sigmoids of zi and -zf, the 1 - f and silu(zi) products, the c product,
+    the f h product and the state update, sigmoid of the new h, silu(h), the output product,
+    rounding, saturation. Every wide product is a :class:`PipelinedMul` and every step has
+    its own register, for the 150 MHz per-unit goal.
+    Throughput: one channel per cycle for ``n >= MIN_DISTANCE`` (8); see "State hazard"
+    for smaller ``n``. A stalled ``o`` stalls the whole pipeline, so back-pressure never
+    drops a beat.
+
+    State hazard: the state is read 2 stages before the f h product (the memory and its
+    output register) and written as the new h leaves the update stage, ``f h`` product
+    latency + 1 stages after the product starts; a beat must not be read before the previous
+    beat of its address has written, i.e. must be at least ``MIN_DISTANCE`` stages behind
+    it. The f h product is pipelined, so no forwarding path could close the loop in one
+    cycle. A region of the memory is used with one ``n`` and regions do not overlap, so
+    beats of one address are ``n`` (one layer) or more (layers interleaved) beats apart:
+    with ``n >= MIN_DISTANCE`` there is no hazard. With ``n < MIN_DISTANCE`` an interlock
+    holds ``i.ready`` low at each vector's first beat (the pipeline still advances,
+    inserting bubbles) until the previous vector's last beat is ``MIN_DISTANCE`` stages in:
+    correct at ``n / (n + MIN_DISTANCE - 1)`` channels per cycle. The default model
+    (n = 256) never waits.
+
+    Resources: three sigmoid blocks (each a 1026 x 25 table with two read ports and its
+    interpolation multiply; ``zi``, ``-zf`` and the new ``h`` are looked up at different
+    stages of one beat); a ``max_channels`` x 32 state memory (one synchronous read port with
+    an output register, one write port); seven pipelined products: 32x26 (silu(zi)),
+    26x26 ((1-lb) sigma(-zf)), 32x26 (c), 32x26 (h f), 32x26 (silu(h)), 32x16 (zg gn),
+    32x32 (gg silu(h)), 4 MULT18X18D each but 2 for 32x16 (26); a 49-bit barrel shifter
+    (gn_frac); delay lines (mostly gg: 32 bits over 23 stages). Out of context on the
+    ECP5-85F (``bitstreams/ooc.py``'s flow, max_channels = 1024): 29 MULT18X18D, 11 DP16KD,
+    ~4,400 FF, ~1,000 LUT4 + 625 CCU2C; about 119 MHz, the worst path inside a
+    PipelinedMul (operand register -> MULT18X18D -> partial product register), not in this
+    unit's own logic.
+    """
+
+    def __init__(self, max_channels: int = 256):
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.max_channels = max_channels
+        self._plan()
+        super().__init__({
+            "i": In(stream.Signature(MLGRUBeat)),
+            "o": Out(stream.Signature(X)),
+            "n": In(range(max_channels + 1)),
+            "base": In(range(max_channels)),
+            "gn_frac": In(range(32)),
+        })
+
+    def _muls(self):
+        return {"si": PipelinedMul(N.X_BITS, GATE_S),    # zi * sigma(zi)
+                "om": PipelinedMul(GATE_S, GATE_S),      # (1 - lb) * sigma(-zf)
+                "c": PipelinedMul(N.X_BITS, GATE_S),     # silu(zi) * (1 - f)
+                "fh": PipelinedMul(N.X_BITS, GATE_S),    # h * f
+                "sh": PipelinedMul(N.X_BITS, GATE_S),    # h * sigma(h)
+                "g": PipelinedMul(N.X_BITS, N.GAIN_BITS),  # zg * gn
+                "o": PipelinedMul(N.X_BITS, N.X_BITS)}   # gg * silu(h)
+
+    def _plan(self):
+        """Stage numbers (enabled cycles after the accepting edge) from the blocks' latencies,
+        so the unit stays aligned if a block's pipeline changes."""
+        self.muls = self._muls()      # built here: the stage plan needs their latencies
+        lat = {k: mul.LATENCY for k, mul in self.muls.items()}
+        s = Sigmoid.LATENCY
+        self.A = 1 + s + max(lat["si"], lat["om"]) + 1  # silu(zi), 1 - f registered
+        self.C = self.A + lat["c"] + 1                # c registered
+        self.R = max(self.A + 1, self.C - lat["fh"])  # old h and f enter the f h product
+        self.H = self.R + lat["fh"] + 1               # new h registered, then written
+        self.Q = self.H + s + lat["sh"] + 1           # silu(h) registered
+        self.G = lat["g"] + 3                         # gg registered
+        assert self.G <= self.Q
+        self.LATENCY = self.Q + lat["o"] + 2          # rounded, then saturated into o
+        # The read is issued in stage R - 2 (memory, output register); an earlier beat of the
+        # same address writes as it leaves stage H.
+        self.MIN_DISTANCE = self.H - (self.R - 2) + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        beat = self.i.payload
+        addr_shape = range(self.max_channels)
+
+        en = Signal()     # every stage advances together: the output is ready or empty
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+
+        def delay(value, cycles, name):
+            """``[value, value 1 stage later, ...]``: a stalling shift register."""
+            line = [value]
+            for k in range(cycles):
+                reg = Signal.like(line[-1], name=f"{name}{k + 1}")
+                with m.If(en):
+                    m.d.sync += reg.eq(line[-1])
+                line.append(reg)
+            return line
+
+        def register(value, shape, name):
+            reg = Signal(shape, name=name)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # Channel counter and state address of the incoming beat.
+        chan = Signal(addr_shape)
+        addr0 = Signal(addr_shape)
+        m.d.comb += addr0.eq(self.base + chan)
+
+        # Interlock (see the class docstring): with n < MIN_DISTANCE, a vector's first beat
+        # waits until the previous vector's last beat is MIN_DISTANCE stages in; then every
+        # beat is at least that far behind the previous beat of its address. No address
+        # comparison: the check is off the adder in front of addr1.
+        take = Signal()
+        valid = [take] + [Signal(name=f"v{k}") for k in range(1, self.LATENCY)]
+        for k in range(1, self.LATENCY):
+            with m.If(en):
+                m.d.sync += valid[k].eq(valid[k - 1])
+        addr = delay(addr0, self.H, "addr")
+        hazard = Signal()
+        if self.MIN_DISTANCE > 1:
+            m.d.comb += hazard.eq((chan == 0) & (self.n < self.MIN_DISTANCE)
+                                  & Cat(*valid[1:self.MIN_DISTANCE]).any())
+        m.d.comb += [self.i.ready.eq(en & ~hazard), take.eq(self.i.valid & en & ~hazard)]
+        with m.If(take):
+            m.d.sync += chan.eq(Mux(chan + 1 >= self.n, 0, chan + 1))
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(valid[-1])
+
+        muls = self.muls
+        for name, mul in muls.items():
+            m.submodules[f"mul_{name}"] = mul
+            m.d.comb += mul.en.eq(en)
+        m.submodules.sig_i = sig_i = Sigmoid()
+        m.submodules.sig_f = sig_f = Sigmoid()
+        m.submodules.sig_h = sig_h = Sigmoid()
+        # The sigmoids of zi and -zf start from registers (stage 1): negating and clamping
+        # zf in front of the table's own clamp was the unit's longest path.
+        zi1 = register(beat.zi, X, "zi1")
+        # -X_MIN does not fit int32; both clamp to +16 in the table anyway.
+        nzf1 = register(saturate(-beat.zf), X, "nzf1")
+        s = Sigmoid.LATENCY
+        m.d.comb += [sig_i.en.eq(en), sig_f.en.eq(en), sig_h.en.eq(en),
+                     sig_i.z.eq(zi1), sig_f.z.eq(nzf1)]
+
+        # Output gate, computed first and carried: zg * gn, then the run-time rounding shift
+        # by gn_frac in three steps (barrel shift; round; saturate).
+        mul_g = muls["g"]
+        m.d.comb += [mul_g.a.eq(beat.zg), mul_g.b.eq(beat.gn)]
+        frac = delay(self.gn_frac, mul_g.LATENCY, "frac")[-1]
+        t_g = register(round_shift_var(mul_g.p, frac), signed(len(mul_g.p) + 1), "gg_shift")
+        r_g = register(round_half(t_g), signed(len(t_g)), "gg_round")
+        gg = delay(register(saturate(r_g), X, "gg"), self.Q - self.G, "gg_q")[-1]
+
+        # silu(zi) and 1 - f = round((2^24 - lb) sigma(-zf)): both registered in stage A.
+        zi = delay(zi1, s, "zi")[-1]                  # stage 1 + s, beside the sigmoids
+        oml = delay(register(GATE_ONE - beat.lb, GATE, "oml1"), s, "oml")[-1]
+        mul_si, mul_om = muls["si"], muls["om"]
+        m.d.comb += [mul_si.a.eq(zi), mul_si.b.eq(sig_i.y),
+                     mul_om.a.eq(oml), mul_om.b.eq(sig_f.y)]
+        silu_i = register(round_shift(mul_si.p, N.GATE_FRAC), X, "silu_i")
+        silu_i = delay(silu_i, self.A - (1 + s + mul_si.LATENCY + 1), "silu_i_a")[-1]
+        omf = register(round_shift(mul_om.p, N.GATE_FRAC), GATE, "omf")
+        omf = delay(omf, self.A - (1 + s + mul_om.LATENCY + 1), "omf_a")[-1]
+
+        # c = round(silu(zi) (1 - f)) in stage C; f = 1 - (1 - f) from stage A + 1.
+        mul_c = muls["c"]
+        m.d.comb += [mul_c.a.eq(silu_i), mul_c.b.eq(omf)]
+        c = register(round_shift(mul_c.p, N.GATE_FRAC), X, "c")
+        c = delay(c, self.R + muls["fh"].LATENCY - self.C, "c_r")[-1]
+        f = delay(register(GATE_ONE - omf, GATE, "f"), self.R - self.A - 1, "f_r")[-1]
+
+        # The state: read issued in stage R - 2, the memory's output registered into stage R
+        # and replaced by zero for a sequence's first token; written back as the new h
+        # leaves stage H.
+        m.submodules.state = state = memory.Memory(shape=X, depth=self.max_channels, init=[])
+        wr = state.write_port()
+        rd = state.read_port(domain="sync")
+        first = delay(beat.first, self.R, "first")[-1]
+        h_mem = register(rd.data, X, "h_mem")         # nothing between block RAM and register
+        mul_fh = muls["fh"]
+        h = Signal(X)
+        with m.If(en):
+            m.d.sync += h.eq(saturate(round_shift(mul_fh.p, N.GATE_FRAC, c)))
+        m.d.comb += [rd.addr.eq(addr[self.R - 2]), rd.en.eq(en),
+                     mul_fh.a.eq(Mux(first, 0, h_mem)), mul_fh.b.eq(f),
+                     wr.addr.eq(addr[self.H]), wr.data.eq(h), wr.en.eq(en & valid[self.H])]
+
+        # silu(h) of the new state, then o = saturate(round(gg silu(h) / 2^16)).
+        m.d.comb += sig_h.z.eq(h)
+        mul_sh, mul_o = muls["sh"], muls["o"]
+        m.d.comb += [mul_sh.a.eq(delay(h, s, "h_s")[-1]), mul_sh.b.eq(sig_h.y)]
+        silu_h = register(round_shift(mul_sh.p, N.GATE_FRAC), X, "silu_h")
+        m.d.comb += [mul_o.a.eq(gg), mul_o.b.eq(silu_h)]
+        rounded = register(round_shift(mul_o.p, N.X_FRAC), signed(len(mul_o.p) - N.X_FRAC + 1),
+                           "o_rounded")
+        with m.If(en):
+            m.d.sync += self.o.payload.eq(saturate(rounded))
+        return m

@@ -1,0 +1,214 @@
+"""cocotb bench: MLGRUUnit against golden.mlgru over sequences of tokens, the state carried
+from token to token in the unit's memory, several layers sharing it (layer l at base l * n),
+with random and corner-case operands, random gaps and random back-pressure.
+
+Every o beat is compared; the state is checked through the o beats of later tokens (o
+depends on the new h, which depends on the stored one). Parameters (MMF_PARAMS): pattern,
+n, max_channels, layers (<= max_channels // n), max_tokens, transactions, seed.
+"""
+
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge
+from tb import PATTERNS, StreamSink, StreamSource, pack, params, start, to_signed
+
+from mmfree_fpga import golden as G
+from mmfree_fpga import numerics as N
+from mmfree_hw.mlgru import MLGRUBeat
+
+X_ONE = 1 << N.X_FRAC
+X_CORNERS = [0, 1, -1, N.X_MAX, N.X_MIN, N.X_MAX - 1, N.X_MIN + 1, X_ONE, -X_ONE,
+             16 * X_ONE, -16 * X_ONE, 16 * X_ONE + 1, -16 * X_ONE - 1, 12 * X_ONE,
+             -12 * X_ONE, 181 * X_ONE, -181 * X_ONE, (1 << 11) - 1, 1 << 11]
+LB_CORNERS = [0, 1, N.GATE_ONE - 1, N.GATE_ONE, N.GATE_ONE - (1 << 10), N.GATE_ONE // 2]
+GN_CORNERS = [32767, -32768, -32767, 0, 1, -1, 1 << 14, -(1 << 14)]
+FRAC_CORNERS = [0, 1, 14, 15, 16, 24, 30, 31]
+
+
+class Stimulus:
+    """Random vectors with corner values mixed in; ``mode`` biases one vector as a whole
+    (zf = +large: f -> 1, long memory; zf = -large: f -> lb; all zeros; all extremes)."""
+
+    def __init__(self, rng: random.Random, n: int):
+        self.rng, self.n = rng, n
+
+    def x(self, mode: str = "mixed") -> np.ndarray:
+        r = self.rng
+        if mode == "zeros":
+            return np.zeros(self.n, dtype=np.int64)
+        if mode == "extremes":
+            return np.array([r.choice([N.X_MAX, N.X_MIN]) for _ in range(self.n)],
+                            dtype=np.int64)
+        if mode in ("pos", "neg"):
+            sign = 1 if mode == "pos" else -1
+            return np.array([sign * r.choice([r.randrange(9 * X_ONE, 40 * X_ONE), N.X_MAX])
+                             for _ in range(self.n)], dtype=np.int64)
+        out = []
+        for _ in range(self.n):
+            k = r.random()
+            if k < 0.5:
+                out.append(r.randrange(-8 * X_ONE, 8 * X_ONE))        # the model's range
+            elif k < 0.65:
+                out.append(r.randrange(-(1 << 24), 1 << 24))          # +-256
+            elif k < 0.8:
+                out.append(r.randrange(N.X_MIN, N.X_MAX + 1))
+            else:
+                out.append(r.choice(X_CORNERS))
+        return np.array(out, dtype=np.int64)
+
+    def lb(self) -> np.ndarray:
+        r = self.rng
+        return np.array([r.randrange(N.GATE_ONE + 1) if r.random() < 0.6 else
+                         r.choice(LB_CORNERS) for _ in range(self.n)], dtype=np.int64)
+
+    def gn(self) -> np.ndarray:
+        r = self.rng
+        return np.array([r.randrange(-32768, 32768) if r.random() < 0.6 else
+                         r.choice(GN_CORNERS) for _ in range(self.n)], dtype=np.int64)
+
+    def frac(self) -> int:
+        """Every corner once (in a shuffled order), then random."""
+        if not hasattr(self, "fracs"):
+            self.fracs = self.rng.sample(FRAC_CORNERS, len(FRAC_CORNERS))
+        r = self.rng
+        if self.fracs:
+            return self.fracs.pop()
+        return r.choice(FRAC_CORNERS) if r.random() < 0.5 else r.randrange(32)
+
+    def token(self):
+        """(zi, zf, zg) for one layer of one token; the run's second and then now and then
+        one all zero."""
+        r = self.rng
+        self.tokens = getattr(self, "tokens", 0) + 1
+        if self.tokens == 2 or r.random() < 0.05:
+            return self.x("zeros"), self.x("zeros"), self.x("zeros")
+        modes = ["mixed"] * 6 + ["pos", "neg", "zeros", "extremes"]
+        return self.x(r.choice(modes)), self.x(r.choice(modes)), self.x(r.choice(modes))
+
+    def sequence(self, layers: int, tokens: int):
+        """Per layer (lb, gn, gn_frac); per token a list of per-layer (zi, zf, zg)."""
+        consts = [(self.lb(), self.gn(), self.frac()) for _ in range(layers)]
+        return consts, [[self.token() for _ in range(layers)] for _ in range(tokens)]
+
+
+def coverage(cov: dict, zi, zf, zg, prev, lb, gn, frac, o, h):
+    """Counts the corner cases a vector exercised (what the bench claims to test)."""
+    omf = N.rshift_round((N.GATE_ONE - lb) * N.sigmoid(-zf), N.GATE_FRAC)
+    gg = N.rshift_round(zg * gn, frac)
+    hits = {
+        "f = 1 (1 - f = 0)": (omf == 0) & (lb < N.GATE_ONE),
+        "zf <= -16 (1 - f at 1 - lb)": zf <= -16 * X_ONE,
+        "lb = 0": lb == 0, "lb = 1": lb == N.GATE_ONE, "lb = 1 - 2^-24": lb == N.GATE_ONE - 1,
+        # h is a convex mix of h and silu(zi) <= X_MAX - 256: its saturation is unreachable.
+        "h >= 2^30": h >= 1 << 30,
+        "h kept >= 2^30": (h >= 1 << 30) & (prev >= 1 << 30),
+        "gg saturated": (gg > N.X_MAX) | (gg < N.X_MIN),
+        "o saturated": (o == N.X_MAX) | (o == N.X_MIN),
+        "o = 0, zg != 0": (o == 0) & (zg != 0),
+        "zi, zf, zg = +-max": (np.abs(zi) >= N.X_MAX) & (np.abs(zf) >= N.X_MAX)
+        & (np.abs(zg) >= N.X_MAX),
+        "all zero": (zi == 0) & (zf == 0) & (zg == 0),
+        "gn = -32768": gn == -32768, "gn = 32767": gn == 32767,
+        "gn_frac = 0": np.full(len(o), frac == 0), "gn_frac >= 15": np.full(len(o), frac >= 15),
+    }
+    for name, hit in hits.items():
+        cov[name] = cov.get(name, 0) + int(np.count_nonzero(hit))
+
+
+def expected(consts, steps, cov: dict | None = None) -> list[int]:
+    """golden.mlgru token by token, layer by layer, from a zero state."""
+    h = [None] * len(consts)
+    out = []
+    for token in steps:
+        for layer, (zi, zf, zg) in enumerate(token):
+            lb, gn, frac = consts[layer]
+            prev = np.zeros_like(zi) if h[layer] is None else h[layer]
+            o, h[layer] = G.mlgru(zi, zf, zg, prev, lb, gn, frac)
+            out.extend(int(v) for v in o)
+            if cov is not None:
+                coverage(cov, zi, zf, zg, prev, lb, gn, frac, o, h[layer])
+    return out
+
+
+async def drive(dut, source: StreamSource, consts, steps, n: int):
+    """Streams one sequence: every vector with its layer's base and gn_frac (set between
+    vectors; the unit samples them with each beat), the first token flagged."""
+    dut.n.value = n
+    for t, token in enumerate(steps):
+        for layer, (zi, zf, zg) in enumerate(token):
+            lb, gn, frac = consts[layer]
+            dut.base.value = layer * n
+            dut.gn_frac.value = frac
+            await source.send([pack(MLGRUBeat, zi=int(zi[j]), zf=int(zf[j]), zg=int(zg[j]),
+                                    lb=int(lb[j]), gn=int(gn[j]), first=int(t == 0))
+                               for j in range(n)])
+
+
+def compare(dut, beats, want, what: str):
+    got = [to_signed(b, N.X_BITS) for b in beats]
+    bad = [(k, g, w) for k, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert not bad, f"{what}: {len(bad)} mismatches of {len(want)}, first: {bad[:5]}"
+
+
+@cocotb.test()
+async def sequences(dut):
+    """Random sequences (1 .. max_tokens tokens, 1 .. layers layers) until `transactions`
+    channel-transactions; each sequence clears the state with its first token."""
+    p = params()
+    n, max_channels = p["n"], p["max_channels"]
+    layers = p.get("layers", max(1, min(6, max_channels // n)))
+    valid_prob, ready_prob = PATTERNS[p.get("pattern", "both")]
+    rng = random.Random(p.get("seed", 0))
+    stim = Stimulus(rng, n)
+    await start(dut)
+    sink = StreamSink(dut, "o", ready_prob, seed=rng.randrange(1 << 30))
+    source = StreamSource(dut, "i", valid_prob, seed=rng.randrange(1 << 30))
+    want, count, cov = [], 0, {}
+    while len(want) < p.get("transactions", 2500):
+        used = layers if p.get("all_layers") else rng.randint(1, layers)
+        consts, steps = stim.sequence(used, rng.randint(1, p.get("max_tokens", 4)))
+        await drive(dut, source, consts, steps, n)
+        want += expected(consts, steps, cov)
+        count += 1
+    beats = await sink.wait_for(len(want))
+    compare(dut, beats, want, "sequences")
+    dut._log.info("mlgru: %d channel-transactions in %d sequences bit-exact (n=%d, %s)",
+                  len(want), count, n, p.get("pattern", "both"))
+    dut._log.info("mlgru: corner cases hit: %s", cov)
+    if p.get("check_coverage"):
+        missed = [name for name, hits in cov.items() if not hits]
+        assert not missed, f"corner cases never exercised: {missed}"
+
+
+@cocotb.test()
+async def reset_mid_vector(dut):
+    """A sequence stopped part-way through a vector with beats in flight, then rst: the
+    channel counter restarts at 0 and a new sequence (first token flagged) ignores the
+    state the memory still holds."""
+    p = params()
+    n = p["n"]
+    valid_prob, ready_prob = PATTERNS[p.get("pattern", "both")]
+    rng = random.Random(p.get("seed", 0) + 1)
+    stim = Stimulus(rng, n)
+    await start(dut)
+    sink = StreamSink(dut, "o", ready_prob, seed=rng.randrange(1 << 30))
+    source = StreamSource(dut, "i", valid_prob, seed=rng.randrange(1 << 30))
+    consts, steps = stim.sequence(1, 3)
+    await drive(dut, source, consts, steps, n)
+    zi, zf, zg = stim.token()
+    lb, gn, _ = consts[0]
+    part = rng.randrange(1, n) if n > 1 else 0
+    await source.send([pack(MLGRUBeat, zi=int(zi[j]), zf=int(zf[j]), zg=int(zg[j]),
+                            lb=int(lb[j]), gn=int(gn[j]), first=0) for j in range(part)])
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    mark = len(sink.beats)
+    consts, steps = stim.sequence(1, 3)
+    await drive(dut, source, consts, steps, n)
+    want = expected(consts, steps)
+    beats = await sink.wait_for(mark + len(want))
+    compare(dut, beats[mark:], want, "after reset")
