@@ -86,3 +86,13 @@ def test_gain_block_uses_range():
     assert np.max(np.abs(q / 2 ** frac - g)) <= 2 ** -frac
     big, frac = N.gain_block(np.array([1e6]))
     assert frac < 0 and abs(big[0] * 2.0 ** -frac / 1e6 - 1) < 1e-4
+
+
+def test_pf_scale_extreme_exponents():
+    x = np.array([N.X_MIN, -5, -1, 0, 1, 7, N.X_MAX], dtype=np.int64)
+    big = N.pf_scale(x, N.PF(1 << 15, 40))
+    assert big.tolist() == [N.X_MIN, N.X_MIN, N.X_MIN, 0, N.X_MAX, N.X_MAX, N.X_MAX]
+    assert N.pf_scale(x, N.PF(1 << 15, 16)).tolist() == big.tolist()
+    assert N.pf_scale(x, N.PF((1 << 16) - 1, -200)).tolist() == [0] * 7
+    edge = N.pf_scale(np.array([N.X_MAX]), N.PF(1 << 15, -46))   # (2^31 - 1) / 2^31
+    assert edge.tolist() == [1]

@@ -114,9 +114,12 @@ def pf_scale(x: np.ndarray, s: PF) -> np.ndarray:
     """``saturate(round(x * s))``: an int32 vector times a PF (one 32x16 multiply, a shift)."""
     if s.mant == 0:
         return np.zeros_like(x)
+    if s.exp >= 16:       # |x * mant| * 2^16 >= 2^31 for any x != 0: saturated (or 0)
+        return np.where(x > 0, X_MAX, np.where(x < 0, X_MIN, 0)).astype(x.dtype)
     if s.exp >= 0:
-        return saturate(x * (s.mant << min(s.exp, 40)))
-    return saturate(rshift_round(x * s.mant, -s.exp))
+        return saturate(x * (s.mant << s.exp))           # < 2^31 * 2^16 * 2^15
+    # |x * mant| < 2^47, so any shift of 48 or more rounds to 0: clamp it (hardware too)
+    return saturate(rshift_round(x * s.mant, min(-s.exp, 48)))
 
 
 # -- Reciprocal ------------------------------------------------------------------------------
