@@ -5,7 +5,7 @@ Bit-exact with ``golden.ternary_matvec`` (NUMERICS.md, "ternary_matvec"): each l
 subtracts or skips the activation of the current column. No multipliers.
 """
 
-from amaranth import Cat, Module, Mux, Shape, Signal, signed
+from amaranth import Cat, Format, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -17,6 +17,17 @@ ACC = signed(N.ACC_BITS)
 
 CODE_POS = 0b01                       # numerics "code" format; 0b00 = 0, 0b10 never appears
 CODE_NEG = 0b11
+
+
+class LaneArray(data.ArrayLayout):
+    """``data.ArrayLayout(signed(ACC_BITS), lanes)`` (equal to it, so streams connect), whose
+    signals carry no per-element debug wires. Amaranth names those ``acc__payload[3]``, and
+    Yosys 0.70's ABC reintegration confuses such a name with bit 3 of ``acc__payload``:
+    ``synth_ecp5`` stops on a failed assertion (``GetSize(conn.first) == GetSize(conn.second)``,
+    rtlil.cc) from 16 lanes on. Simulators show the flat payload instead."""
+
+    def format(self, value, format_spec):
+        return Format("{}", Value.cast(value))
 
 
 def acc_width(max_k: int) -> int:
@@ -39,30 +50,40 @@ class TernaryEngine(wiring.Component):
       bits [2l, 2l+2): 0b00 = 0, 0b01 = +1, 0b11 = -1, 0b10 treated as 0), columns
       k = 0..K-1 of row group 0, then of group 1, ... then of group ``groups - 1``; then the
       next vector's groups.
-    - ``acc``: Out stream, ``ArrayLayout(signed(ACC_BITS), lanes)``: one beat per row group,
-      lane l = ``sum_k code[l, k] * q[k]``, after that group's K columns.
+    - ``acc``: Out stream, ``ArrayLayout(signed(ACC_BITS), lanes)`` (as :class:`LaneArray`,
+      equal to it): one beat per row group, lane l = ``sum_k code[l, k] * q[k]``, after that
+      group's K columns.
 
     Activation loading: vector v+1 loads into the free bank while vector v's row groups run,
     so loads cost nothing in steady state. ``act.ready`` is low while both banks hold a
-    vector; ``weights.ready`` is low until the current vector's K beats have arrived (one
-    cycle after its last ``act`` beat). A bank is freed when the last word of its last
-    row group is accepted.
+    vector; ``weights.ready`` is low until the current vector's K beats have arrived (it
+    rises 2 cycles after the last ``act`` beat). A bank is free again 2 cycles after the
+    last word of its last row group is accepted.
 
-    Latency: the ``acc`` beat of a row group is valid 2 cycles after the edge that accepted
-    its last weight word (memory read + accumulate; result register).
+    Latency: ``LATENCY`` = 5: a group's ``acc`` beat is valid 5 cycles after the cycle whose
+    edge accepted its last weight word (memory read, two q registers, code decode,
+    accumulate into the result register).
     Throughput: one weight word per cycle while ``weights`` is valid and the current vector
-    is loaded; the result register lets group g+1 accumulate while group g waits for
-    ``acc.ready``; only a group that finishes while the previous result still waits stalls
-    (``weights.ready`` then follows ``acc.ready`` combinationally, as in ElementwiseUnit).
-    An isolated product of G groups takes G*K + 2 cycles after its activations are loaded.
+    is loaded, for K >= ``RESULT_TURNAROUND`` (6) and ``acc.ready`` high: group g+1
+    accumulates while group g's result waits in the result register, and only g+1's *last*
+    column waits for that beat to leave. So with K < 6 (not a matvec the model has) a group
+    takes 6 cycles, and a blocked ``acc`` stops ``weights`` at the next group's last column.
+    The datapath itself never stalls: ``acc.ready`` drives no enable and no ``ready``
+    (at 128 lanes a stall enable would reach ~4,000 flip-flops). An isolated product of G
+    groups takes G*K + 5 cycles after its activations are loaded.
 
     Resources: the activation memory (2 x 2^ceil(log2 max_k) x 8 bits: one DP16KD for
-    max_k <= 1024); per lane one ``acc_width(max_k)``-bit adder with carry-in (the add,
+    max_k <= 1024); per lane one ``acc_width(max_k)``-bit carry chain with carry-in (the add,
     subtract or skip), an accumulator and a result register of that width (sign-extended to
-    ACC_BITS on the port: ``|acc| <= 128 K`` needs 19 bits for K <= 1024); counters.
+    ACC_BITS on the port: ``|acc| <= 128 K`` needs 19 bits for K <= 1024), an 8-bit addend
+    register; 3 x 2 x lanes bits of weight-word pipeline; counters. No multiplier.
+    ECP5 (Yosys 0.70, max_k = 1024): 32 lanes 492 LUT4, 366 CCU2C, 1,879 FF, 1 DP16KD;
+    128 lanes 1,357 LUT4, 1,326 CCU2C, 6,967 FF, 1 DP16KD. About 140 MHz placed on the
+    ECP5-85F, bound by the DP16KD's clock-to-out (5.8 ns) into the first q register.
     """
 
-    LATENCY = 2
+    LATENCY = 5
+    RESULT_TURNAROUND = 6    # cycles from accepting a group's last column to the next one's
 
     def __init__(self, lanes: int = 32, max_k: int = 1024, max_groups: int = 1 << 16):
         if not 1 <= max_k <= N.MAX_K:
@@ -74,7 +95,7 @@ class TernaryEngine(wiring.Component):
             "k": In(range(max_k + 1)),
             "groups": In(range(max_groups + 1)),
             "weights": In(stream.Signature(2 * lanes)),
-            "acc": Out(stream.Signature(data.ArrayLayout(ACC, lanes))),
+            "acc": Out(stream.Signature(LaneArray(ACC, lanes))),
         })
 
     def elaborate(self, platform):
@@ -90,89 +111,145 @@ class TernaryEngine(wiring.Component):
         wr = mem.write_port()
         rd = mem.read_port()
 
-        # Per bank: holds a complete vector, and that vector's K - 1 and groups - 1.
+        # Per bank: holds a complete vector; that vector's K - 1 and groups - 1, and whether
+        # each is 0 or 1, so no control decision compares a counter with an input port.
         full = Signal(2)
         klast = [Signal(kcount, name=f"klast{b}") for b in range(2)]
         glast = [Signal(gcount, name=f"glast{b}") for b in range(2)]
+        k_one, k_two = [Signal(name=f"k_one{b}") for b in range(2)], \
+            [Signal(name=f"k_two{b}") for b in range(2)]
+        g_one, g_two = [Signal(name=f"g_one{b}") for b in range(2)], \
+            [Signal(name=f"g_two{b}") for b in range(2)]
 
         # -- write side: act beats into bank wr_bank ----------------------------------------
-        wr_bank = Signal()
-        wr_idx = Signal(kcount)
-        wr_klast = Signal(kcount)     # K - 1 of the vector being written
-        m.d.comb += wr_klast.eq(Mux(wr_idx == 0, self.k - 1, Mux(wr_bank, klast[1], klast[0])))
+        # wr_left counts the beats after the next one; wr_last flags the vector's last beat.
+        wr_bank, wr_first, wr_last = Signal(), Signal(init=1), Signal()
+        wr_idx, wr_left = Signal(kcount), Signal(kcount)
+        act_accept = self.act.valid & self.act.ready
+        is_last_beat = Mux(wr_first, self.k == 1, wr_last)
         m.d.comb += [
-            self.act.ready.eq(~full.bit_select(wr_bank, 1)),
+            self.act.ready.eq(~Mux(wr_bank, full[1], full[0])),
             wr.addr.eq(Cat(wr_idx[:col_bits], wr_bank)),
             wr.data.eq(self.act.payload),
-            wr.en.eq(self.act.valid & self.act.ready),
+            wr.en.eq(act_accept),
         ]
         set_full = Signal(2)
-        with m.If(self.act.valid & self.act.ready):
-            with m.If(wr_idx == 0):          # first beat: keep this vector's K and groups
+        with m.If(act_accept):
+            with m.If(wr_first):             # first beat: keep this vector's K and groups
                 for b in range(2):
                     with m.If(wr_bank == b):
-                        m.d.sync += [klast[b].eq(self.k - 1), glast[b].eq(self.groups - 1)]
-            with m.If(wr_idx == wr_klast):
-                m.d.sync += [wr_idx.eq(0), wr_bank.eq(~wr_bank)]
+                        m.d.sync += [klast[b].eq(self.k - 1), glast[b].eq(self.groups - 1),
+                                     k_one[b].eq(self.k == 1), k_two[b].eq(self.k == 2),
+                                     g_one[b].eq(self.groups == 1),
+                                     g_two[b].eq(self.groups == 2)]
+            with m.If(is_last_beat):
+                m.d.sync += [wr_idx.eq(0), wr_first.eq(1), wr_bank.eq(~wr_bank)]
                 m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
             with m.Else():
-                m.d.sync += wr_idx.eq(wr_idx + 1)
+                m.d.sync += [wr_idx.eq(wr_idx + 1), wr_first.eq(0),
+                             wr_left.eq(Mux(wr_first, self.k - 2, wr_left - 1)),
+                             wr_last.eq(Mux(wr_first, self.k == 2, wr_left == 1))]
 
         # -- stage 0: accept a weight word, read q[col] of bank rd_bank ---------------------
-        # en: the pipeline advances unless a finished group meets a result still waiting.
-        en = Signal()
+        # The datapath never stalls: a group's last column is accepted only while no other
+        # result is pending (in flight or waiting in the result register), so it always
+        # finds the result register free. acc.ready reaches no enable and no ready.
+        pending = Signal()
         s1_valid, s1_last = Signal(), Signal()
-        s1_word = Signal(2 * lanes)
-        m.d.comb += en.eq(~(s1_valid & s1_last & self.acc.valid & ~self.acc.ready))
+        s1_word = Signal(2 * lanes, reset_less=True)
 
-        rd_bank = Signal()
-        col = Signal(kcount)
-        grp = Signal(gcount)
-        rd_klast, rd_glast = Signal(kcount), Signal(gcount)
+        # Where the next word falls: col_left columns after it in its group (col_last: it is
+        # the group's last), grp_left groups after its group (grp_last: the vector's last
+        # group). rd_fresh: it starts a vector, so these come from the bank's stored values.
+        rd_bank, rd_fresh = Signal(), Signal(init=1)
+        col, col_left, grp_left = Signal(kcount), Signal(kcount), Signal(gcount)
+        col_last, grp_last = Signal(), Signal()
+
+        def bank(values):
+            return Mux(rd_bank, values[1], values[0])
+
+        cur_col_left = Mux(rd_fresh, bank(klast), col_left)
+        cur_col_last = Mux(rd_fresh, bank(k_one), col_last)
+        cur_grp_left = Mux(rd_fresh, bank(glast), grp_left)
+        cur_grp_last = Mux(rd_fresh, bank(g_one), grp_last)
         m.d.comb += [
-            rd_klast.eq(Mux(rd_bank, klast[1], klast[0])),
-            rd_glast.eq(Mux(rd_bank, glast[1], glast[0])),
-            self.weights.ready.eq(en & full.bit_select(rd_bank, 1)),
+            self.weights.ready.eq(bank(full) & ~(cur_col_last & pending)),
             rd.addr.eq(Cat(col[:col_bits], rd_bank)),
-            rd.en.eq(en),                    # a stalled stage 1 keeps its q
         ]
         accept = self.weights.valid & self.weights.ready
         clr_full = Signal(2)
-        with m.If(en):
-            m.d.sync += [s1_valid.eq(accept), s1_word.eq(self.weights.payload),
-                         s1_last.eq(col == rd_klast)]
+        m.d.sync += [s1_valid.eq(accept), s1_last.eq(cur_col_last),
+                     s1_word.eq(self.weights.payload)]
+        # Set by accepting a last column (only while clear), cleared by the acc beat.
+        with m.If(accept & cur_col_last):
+            m.d.sync += pending.eq(1)
+        with m.Elif(self.acc.valid & self.acc.ready):
+            m.d.sync += pending.eq(0)
         with m.If(accept):
-            with m.If(col == rd_klast):
+            with m.If(cur_col_last):
                 m.d.sync += col.eq(0)
-                with m.If(grp == rd_glast):  # the vector's last word: free its bank
-                    m.d.sync += [grp.eq(0), rd_bank.eq(~rd_bank)]
+                with m.If(cur_grp_last):     # the vector's last word: free its bank
+                    m.d.sync += [rd_fresh.eq(1), rd_bank.eq(~rd_bank)]
                     m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
-                with m.Else():
-                    m.d.sync += grp.eq(grp + 1)
+                with m.Else():               # the next group reuses the vector
+                    m.d.sync += [
+                        rd_fresh.eq(0), col_left.eq(bank(klast)), col_last.eq(bank(k_one)),
+                        grp_left.eq(cur_grp_left - 1),
+                        grp_last.eq(Mux(rd_fresh, bank(g_two), grp_left == 1))]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [
+                    col.eq(col + 1), rd_fresh.eq(0),
+                    col_left.eq(cur_col_left - 1),
+                    col_last.eq(Mux(rd_fresh, bank(k_two), col_left == 1)),
+                    grp_left.eq(cur_grp_left), grp_last.eq(cur_grp_last)]
         # The writer only sets a bank that is not full, the reader only clears a full one.
-        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        # Both events are registered first: the two control cones meet at ``full``, and a
+        # bank that turns full or free a cycle later costs nothing in steady state.
+        set_full_r, clr_full_r = Signal(2), Signal(2)
+        m.d.sync += [set_full_r.eq(set_full), clr_full_r.eq(clr_full),
+                     full.eq((full | set_full_r) & ~clr_full_r)]
 
-        # -- stage 1: add, subtract or skip; a group's last column goes to the result -------
-        # acc + (+q | ~q | 0) + carry-in: one carry chain per lane, since -q = ~q + 1.
-        q = rd.data
-        accs = [Signal(signed(self.acc_bits), name=f"acc{lane}") for lane in range(lanes)]
-        results = [Signal(signed(self.acc_bits), name=f"res{lane}") for lane in range(lanes)]
+        # -- stages 1 to 3: the memory reads q[col] (stage 1); its first register sits by the
+        # block RAM (stage 2: a DP16KD is ~6 ns clock-to-out and Yosys does not use its
+        # output register), the second drives every lane (stage 3). The reader only reads a
+        # full bank and the writer only writes a free one, so they never meet. Data
+        # registers need no reset. ------------------------------------------------------
+        s2_valid, s2_last, s3_valid, s3_last = Signal(), Signal(), Signal(), Signal()
+        s2_word = Signal(2 * lanes, reset_less=True)
+        s3_word = Signal(2 * lanes, reset_less=True)
+        q_near, q = Signal(ACT, reset_less=True), Signal(ACT, reset_less=True)
+        m.d.sync += [q_near.eq(rd.data), s2_valid.eq(s1_valid), s2_last.eq(s1_last),
+                     s2_word.eq(s1_word),
+                     q.eq(q_near), s3_valid.eq(s2_valid), s3_last.eq(s2_last),
+                     s3_word.eq(s2_word)]
+
+        # -- stage 4: decode each lane's code into its addend: +q, ~q (with carry-in: -q) or
+        # 0 (also for an empty slot), so stage 5 is one carry chain per lane with nothing in
+        # front of it and no enable ---------------------------------------------------------
+        finish = Signal()                    # stage 5 holds a group's last column
+        addends = [Signal(ACT, name=f"addend{lane}") for lane in range(lanes)]
+        negs = [Signal(name=f"neg{lane}") for lane in range(lanes)]
+        m.d.sync += finish.eq(s3_valid & s3_last)
+        for lane in range(lanes):
+            code = s3_word[2 * lane:2 * lane + 2]
+            pos = s3_valid & (code == CODE_POS)
+            neg = s3_valid & (code == CODE_NEG)
+            m.d.sync += [addends[lane].eq(Mux(pos, q, Mux(neg, ~q, 0))), negs[lane].eq(neg)]
+
+        # -- stage 5: accumulate; a group's last column goes to the result register -------
+        result = Signal(LaneArray(ACC, lanes), reset_less=True)
+        m.d.comb += self.acc.payload.eq(result)   # one signal: Icarus is slow on 32 slices
         with m.If(self.acc.ready):
             m.d.sync += self.acc.valid.eq(0)
-        for lane, (acc, res) in enumerate(zip(accs, results, strict=True)):
-            code = s1_word[2 * lane:2 * lane + 2]
-            pos, neg = code == CODE_POS, code == CODE_NEG
-            addend = Signal(ACT, name=f"addend{lane}")
-            total = Signal(signed(self.acc_bits), name=f"sum{lane}")
-            m.d.comb += [addend.eq(Mux(pos, q, Mux(neg, ~q, 0))),
-                         total.eq(acc + addend + neg),
-                         self.acc.payload[lane].eq(res)]
-            with m.If(en & s1_valid):
-                m.d.sync += acc.eq(Mux(s1_last, 0, total))
-                with m.If(s1_last):
-                    m.d.sync += res.eq(total)
-        with m.If(en & s1_valid & s1_last):
+        with m.If(finish):
             m.d.sync += self.acc.valid.eq(1)
+        for lane in range(lanes):
+            acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
+            total = Signal(signed(self.acc_bits), name=f"sum{lane}")
+            m.d.comb += total.eq(acc + addends[lane] + negs[lane])
+            # Clearing maps to the flip-flops' synchronous reset; no enable.
+            with m.If(finish):
+                m.d.sync += [acc.eq(0), result[lane].eq(total)]
+            with m.Else():
+                m.d.sync += acc.eq(total)
         return m
