@@ -99,6 +99,17 @@ def _shift_pair(value, n_right, n_left):
     return Mux(n_left != 0, value << n_left, value >> n_right)
 
 
+def _vector_buffer(m: Module, max_k: int):
+    """Pass 1's loader and the vector memory it fills (both norm units); returns the loader
+    and the memory's read port for pass 2."""
+    m.submodules.loader = ld = VectorLoader(max_k)
+    m.submodules.vec = vec = memory.Memory(shape=WIDE, depth=max_k, init=[])
+    wr = vec.write_port()
+    rd = vec.read_port(domain="sync")
+    m.d.comb += [wr.addr.eq(ld.wr_addr), wr.data.eq(ld.wr_data), wr.en.eq(ld.wr_en)]
+    return ld, rd
+
+
 class VectorLoader(wiring.Component):
     """Pass 1 of both norm units: ``w = rshift_round(u * g, frac)`` into the vector memory,
     and ``max |w|`` with its bit length.
@@ -230,11 +241,7 @@ class RmsRsqrt(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         max_k = self.max_k
-        m.submodules.loader = ld = VectorLoader(max_k)
-        m.submodules.vec = vec = memory.Memory(shape=WIDE, depth=max_k, init=[])
-        wr = vec.write_port()
-        rd = vec.read_port(domain="sync")
-        m.d.comb += [wr.addr.eq(ld.wr_addr), wr.data.eq(ld.wr_data), wr.en.eq(ld.wr_en)]
+        ld, rd = _vector_buffer(m, max_k)
 
         cfg = Signal(RmsConfig)
         m.d.comb += [self.cfg.ready.eq(~ld.busy),
@@ -457,11 +464,7 @@ class AbsmaxQuantize(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         max_k = self.max_k
-        m.submodules.loader = ld = VectorLoader(max_k)
-        m.submodules.vec = vec = memory.Memory(shape=WIDE, depth=max_k, init=[])
-        wr = vec.write_port()
-        rd = vec.read_port(domain="sync")
-        m.d.comb += [wr.addr.eq(ld.wr_addr), wr.data.eq(ld.wr_data), wr.en.eq(ld.wr_en)]
+        ld, rd = _vector_buffer(m, max_k)
 
         cfg = Signal(QuantConfig)
         m.d.comb += [self.cfg.ready.eq(~ld.busy),
