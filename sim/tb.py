@@ -58,16 +58,24 @@ def unpack(layout, word: int) -> dict:
     return out
 
 
-class StreamSource:
-    """Drives ``<prefix>__valid/__payload``; ``valid_prob`` < 1 inserts random gaps."""
+class _StreamPort:
+    """The ``<prefix>__valid/__ready/__payload`` handles of one stream port, and a seeded RNG
+    for the random gaps or back-pressure applied to it."""
 
-    def __init__(self, dut, prefix: str, valid_prob: float = 1.0, seed: int = 0):
+    def __init__(self, dut, prefix: str, seed: int):
         self.clk = dut.clk
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
         self.payload = getattr(dut, f"{prefix}__payload")
-        self.valid_prob = valid_prob
         self.rng = random.Random(seed)
+
+
+class StreamSource(_StreamPort):
+    """Drives ``<prefix>__valid/__payload``; ``valid_prob`` < 1 inserts random gaps."""
+
+    def __init__(self, dut, prefix: str, valid_prob: float = 1.0, seed: int = 0):
+        super().__init__(dut, prefix, seed)
+        self.valid_prob = valid_prob
         self.valid.value = 0
 
     async def send(self, words):
@@ -86,16 +94,12 @@ class StreamSource:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Collects ``<prefix>__payload`` beats; ``ready_prob`` < 1 applies back-pressure."""
 
     def __init__(self, dut, prefix: str, ready_prob: float = 1.0, seed: int = 1):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
+        super().__init__(dut, prefix, seed)
         self.ready_prob = ready_prob
-        self.rng = random.Random(seed)
         self.beats: list[int] = []
         self.ready.value = 0
         cocotb.start_soon(self._run())
