@@ -27,6 +27,11 @@ ACT_MIN, ACT_MAX = -128, 127   # int8 codes, absmax per token (127 at the larges
 ACC_BITS = 32                  # |acc| <= 128 * K  <  2^31 for K <= 2^23 (MAX_K)
 MAX_K = 1 << 15                # longest dot product / norm length the formats are proven for
 
+# -- Ternary weight codes: 2 bits each ------------------------------------------------------
+CODE_BITS = 2
+CODE_ZERO, CODE_POS, CODE_NEG = 0b00, 0b01, 0b11   # two's complement of 0, +1, -1 in 2 bits
+CODE_INVALID = 0b10                                # never written; refused when read
+
 # -- Gains (per-channel RMSNorm weights, folded): int16 block floating point ------------------
 GAIN_BITS = 16                 # value = g / 2^frac, one frac per vector, chosen at export
 
@@ -154,6 +159,50 @@ def rsqrt(s: int) -> PF:
     y = RSQRT_TABLE[a >> 24]
     y = (y * (3 * (1 << 94) - a * y * y)) >> 95
     return pf_normalize(y, -47 - k)
+
+
+# -- Ternary codes and the engine's weight words ----------------------------------------------
+
+def encode_codes(t: np.ndarray) -> np.ndarray:
+    """Ternary values {-1, 0, 1} -> their 2-bit codes (uint8, one code per element)."""
+    t = np.asarray(t)
+    if np.any((t < -1) | (t > 1)):
+        raise ValueError("ternary values must be -1, 0 or 1")
+    return (t.astype(np.int64) & 0b11).astype(np.uint8)     # 0 -> 00, 1 -> 01, -1 -> 11
+
+
+def decode_codes(c: np.ndarray) -> np.ndarray:
+    """2-bit codes -> ternary values (int8); the invalid code 0b10 raises ``ValueError``."""
+    c = np.asarray(c)
+    if np.any(c == CODE_INVALID):
+        raise ValueError("invalid ternary code 0b10")
+    return np.where(c == CODE_NEG, -1, c).astype(np.int8)
+
+
+def engine_words(t: np.ndarray, lanes: int) -> np.ndarray:
+    """A ternary matrix ``t`` [N, K] in the order the engine streams it, as bytes.
+
+    The engine computes ``lanes`` output rows at once, one column per cycle: word
+    ``g * K + k`` holds column ``k`` of row group ``g`` (rows ``g*lanes ... g*lanes+lanes-1``),
+    lane ``l``'s code at bits ``[2l, 2l+2)``. Rows past ``N`` are padded with zero codes.
+    Returns uint8 ``[ceil(N/lanes) * K, lanes/4]``, each word's bytes little-endian
+    (``int.from_bytes(row, "little")`` is the word as the gateware sees it).
+    """
+    if lanes % 4:
+        raise ValueError("lanes must be a multiple of 4 (a word is whole bytes)")
+    n, k = t.shape
+    groups = -(-n // lanes)
+    codes = np.zeros((groups * lanes, k), dtype=np.uint8)
+    codes[:n] = encode_codes(t)
+    # [groups, lanes, K] -> [groups, K, lanes]: one word per (group, column)
+    words = codes.reshape(groups, lanes, k).transpose(0, 2, 1).reshape(groups * k, lanes // 4, 4)
+    return (words[..., 0] | words[..., 1] << 2 | words[..., 2] << 4
+            | words[..., 3] << 6).astype(np.uint8)
+
+
+def engine_word_ints(t: np.ndarray, lanes: int) -> list[int]:
+    """:func:`engine_words` as one Python int per word (for simulators and tests)."""
+    return [int.from_bytes(w.tobytes(), "little") for w in engine_words(t, lanes)]
 
 
 # -- Sigmoid and SiLU ------------------------------------------------------------------------
