@@ -4,7 +4,7 @@ stepping against the parallel forward; the recurrence scan against a plain loop.
 import torch
 import torch.nn.functional as F
 
-from mmfree_fpga.model import HGRNBitForCausalLM, linear_recurrence
+from mmfree_fpga.model import BitLinear, HGRNBitForCausalLM, linear_recurrence
 from util import tiny_config
 
 
@@ -12,9 +12,14 @@ def _rms(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def _bitlinear(sd, prefix, x):
-    """mmfreelm BitLinear: RMSNorm(eps 1e-8) -> absmax int8 -> absmean ternary -> linear."""
-    x = _rms(x, sd[prefix + ".norm.weight"], 1e-8)
+# mmfreelm master's FusedBitLinear (ops/fusedbitnet.py) normalizes with the fused kernel's
+# default eps, 1e-6: its forward passes none. Written here as a literal, not imported.
+UPSTREAM_BITLINEAR_EPS = 1e-6
+
+
+def _bitlinear_eps(sd, prefix, x, eps=UPSTREAM_BITLINEAR_EPS):
+    """mmfreelm FusedBitLinear: RMSNorm(eps) -> absmax int8 -> absmean ternary -> linear."""
+    x = _rms(x, sd[prefix + ".norm.weight"], eps)
     scale = 127.0 / x.abs().max(dim=-1, keepdim=True).values.clamp(min=1e-5)
     x = (x * scale).round().clamp(-128, 127) / scale
     w = sd[prefix + ".weight"]
@@ -23,9 +28,14 @@ def _bitlinear(sd, prefix, x):
     return x @ w.T
 
 
-def reference_logits(model: HGRNBitForCausalLM, ids: torch.Tensor) -> torch.Tensor:
+def reference_logits(model: HGRNBitForCausalLM, ids: torch.Tensor,
+                     bitlinear_eps: float = UPSTREAM_BITLINEAR_EPS) -> torch.Tensor:
     """Token by token, in the order upstream's modules run, from the state dict alone."""
     cfg = model.config
+
+    def _bitlinear(sd, prefix, x):
+        return _bitlinear_eps(sd, prefix, x, bitlinear_eps)
+
     sd = {k: v.double() for k, v in model.state_dict().items()}
     eps = cfg.rms_norm_eps
     lb = sd["model.lower_bounds"].softmax(0)
@@ -65,6 +75,47 @@ def test_matches_literal_reference(tiny_model):
     # .5 boundary and flips by one; with these sizes that never happens for this seed.
     assert torch.allclose(logits.double(), ref, atol=2e-4, rtol=1e-4), \
         (logits.double() - ref).abs().max()
+
+
+def test_bitlinear_norm_eps_where_it_matters():
+    """A BitLinear input with mean square 1e-6, where the norm's eps is not negligible: the
+    output scales with 1 / sqrt(mean(x^2) + eps), so eps 1e-8 would be 41 % off here. The
+    expected value is the fused kernel's formula written out in float64."""
+    torch.manual_seed(3)
+    layer = BitLinear(64, 16).eval()
+    with torch.no_grad():
+        layer.norm.weight.uniform_(0.5, 1.5)
+    for rms in (1e-3, 3e-4, 1e-2):
+        x = torch.randn(5, 64, dtype=torch.float64)
+        x = x / x.square().mean(-1, keepdim=True).sqrt() * rms
+        g = layer.norm.weight.double()
+        y = x / torch.sqrt(x.square().mean(-1, keepdim=True) + 1e-6) * g
+        scale = 127.0 / y.abs().amax(-1, keepdim=True).clamp(min=1e-5)
+        y = (y * scale).round().clamp(-128, 127) / scale
+        w = layer.weight.double()
+        inv = 1.0 / w.abs().mean().clamp(min=1e-5)
+        want = y @ ((w * inv).round().clamp(-1, 1) / inv).T
+        with torch.no_grad():
+            got = layer(x.float()).double()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got - want).abs().max()
+
+
+def test_literal_reference_sees_the_eps(tiny_model):
+    """With small i_proj weights the state h, and so o_proj's input, is small (mean squares
+    near 1e-6): the model agrees with the reference at upstream's eps and visibly disagrees
+    with one at 1e-8, so the comparison above would catch a wrong eps."""
+    with torch.no_grad():
+        for layer in tiny_model.model.layers:
+            layer.attn.i_proj.weight.mul_(1e-3)
+    # (seed 4 puts one int8 code on a .5 boundary, float32 vs float64: a legitimate flip)
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits, _ = tiny_model(ids)
+    logits = logits.double()
+    right = reference_logits(tiny_model, ids)
+    wrong = reference_logits(tiny_model, ids, bitlinear_eps=1e-8)
+    assert (logits - right).abs().max() < 2e-4
+    assert (logits - wrong).abs().median() > 1e-2       # every position moves, not one flip
 
 
 def test_recurrent_stepping_equals_parallel(tiny_model):

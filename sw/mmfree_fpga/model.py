@@ -3,7 +3,7 @@
 This is the top of the chain of truth (float model -> integer numerics -> golden model ->
 gateware). It follows the released code, not the paper's equations, where the two differ:
 
-- ``BitLinear``: ``RMSNorm(x)`` with its own gain (eps 1e-8), then per-token absmax int8
+- ``BitLinear``: ``RMSNorm(x)`` with its own gain (eps 1e-6, see below), then per-token absmax int8
   fake-quantization (scale ``127 / max(|x|, 1e-5)``, round, clamp to -128..127), then a
   product with ternary weights ``round(w / s).clamp(-1, 1) * s`` with one absmean scale
   ``s = max(mean|w|, 1e-5)`` per tensor. Straight-through estimators carry the gradients.
@@ -34,8 +34,15 @@ import torch.nn.functional as F
 
 from .config import HGRNBitConfig
 
-# The quantizers' constants, as in mmfreelm's ops/bitnet.py.
-BITLINEAR_NORM_EPS = 1e-8
+# The quantizers' constants. The released model (ridgerchu/matmulfreellm, master, HEAD
+# a016f72) builds every BitLinear as ``FusedBitLinear`` from mmfreelm/ops/fusedbitnet.py:
+# mmfreelm/layers/hgrn_bit.py (i/f/g/o_proj) and models/hgrn_bit/modeling_hgrn_bit.py (the
+# MLP's gate_proj/down_proj and lm_head). Its ``forward`` calls
+# ``layer_norm_linear_quant_fn(x, norm.weight, ...)`` without the norm's eps, so the fused
+# kernel's default, 1e-6, applies: not the 1e-8 that ``BitLinear.__init__`` gives its
+# ``RMSNorm`` (which only ops/bitnet.py's unfused BitLinear, the ``bitblas`` branch's, uses).
+# The absmax and absmean constants are the same in both files.
+BITLINEAR_NORM_EPS = 1e-6
 ACT_QMIN, ACT_QMAX = -128, 127
 ACT_ABSMAX_EPS = 1e-5
 WEIGHT_ABSMEAN_EPS = 1e-5
