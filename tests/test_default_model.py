@@ -26,10 +26,12 @@ def test_shipped_model_size():
 
 
 def test_shipped_model_quality():
-    """Loss on the first 16 k held-out tokens; the whole split is `make eval` (3.475)."""
+    """Loss on the first 16 k held-out tokens: 3.6618 when measured (the whole split is
+    `make eval`, 3.4752). The bound is float32 summation-order noise across CPUs and BLAS
+    builds (~1e-4 here); a changed model, tokenizer or arithmetic moves it further."""
     result = evaluate_text(DEFAULT_MODEL, ROOT / "data" / "val.txt.gz", max_tokens=16384)
     assert result["tokens"] == 16384 - 16384 % 256
-    assert result["val_loss"] < 4.0, result  # an untrained model scores ln(4096) = 8.3
+    assert abs(result["val_loss"] - 3.6618) < 2e-3, result
 
 
 def _exe() -> str:
