@@ -17,19 +17,8 @@ from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from mmfree_fpga import golden as G
+from mmfree_fpga import numerics as N
 from mmfree_hw.engine import TernaryEngine, acc_width
-
-BITS = {0: 0b00, 1: 0b01, -1: 0b11}
-
-
-def words(codes: np.ndarray, lanes: int) -> list[int]:
-    """codes [groups * lanes, K] in {-1, 0, 1} -> weight words, group by group, column order."""
-    out = []
-    for g in range(codes.shape[0] // lanes):
-        for k in range(codes.shape[1]):
-            out.append(sum(BITS[int(codes[g * lanes + lane, k])] << 2 * lane
-                           for lane in range(lanes)))
-    return out
 
 
 def simulate(dut, vectors, valid_prob=1.0, ready_prob=1.0, seed=0, hold=0):
@@ -54,7 +43,7 @@ def simulate(dut, vectors, valid_prob=1.0, ready_prob=1.0, seed=0, hold=0):
     async def weight_bench(ctx):
         cycle = 0
         for _, codes in vectors:
-            for word in words(codes, dut.lanes):
+            for word in N.engine_word_ints(codes, dut.lanes):
                 while rng.random() >= valid_prob:
                     await ctx.tick()
                     cycle += 1

@@ -9,15 +9,10 @@ import torch
 
 from mmfree_fpga.checkpoint import save_checkpoint
 from mmfree_fpga.cli import DEFAULT_MODEL, main
-from mmfree_fpga.export import (
-    export_checkpoint,
-    export_model,
-    model_from_image,
-    pack_codes,
-    unpack_codes,
-)
+from mmfree_fpga.export import export_checkpoint, export_model
 from mmfree_fpga.golden import GoldenModel
 from mmfree_fpga.image import ImageError, read_image, write_image
+from mmfree_fpga.layout import FieldError, model_from_image, pack_codes, sections, unpack_codes
 from mmfree_fpga.model import HGRNBitForCausalLM, ternarize
 from mmfree_fpga.tokenizer import train_bpe
 from util import tiny_config
@@ -66,6 +61,11 @@ def test_round_trip(tmp_path, ckpt, tiny_model):
     layout = model_from_image(out)
     codes, _ = ternarize(tiny_model.model.layers[1].attn.f_proj.weight.detach())
     assert np.array_equal(layout.layers[1].f_proj.codes, codes.numpy())
+    # the writer writes exactly the sections the layout defines, in its order
+    assert [(n, t.dtype if isinstance(t, np.ndarray) else None,
+             t.shape if isinstance(t, np.ndarray) else None) for n, t in tensors2.items()] \
+        == [tuple(sec) for sec in sections(tiny_model.config)]
+    assert [name for name, _ in layout.bitlinears()] == list(meta2["bitlinear"])
 
 
 def test_every_flipped_byte_is_caught(tmp_path, ckpt, capsys):
@@ -87,7 +87,7 @@ def test_every_flipped_byte_is_caught(tmp_path, ckpt, capsys):
 
 
 @pytest.mark.parametrize("case", ["magic", "version", "truncated", "numerics", "too_long",
-                                  "missing", "shape"])
+                                  "missing", "shape", "frac"])
 def test_bad_images_give_one_line(tmp_path, ckpt, tiny_model, case, capsys):
     out = tmp_path / "m.mmf"
     export_checkpoint(ckpt, out)
@@ -110,6 +110,8 @@ def test_bad_images_give_one_line(tmp_path, ckpt, tiny_model, case, capsys):
             meta["config"]["intermediate_size"] = 40000      # longer than MAX_K
         elif case == "missing":
             del tensors["layers.1.attn.o_proj.gain"]
+        elif case == "frac":
+            meta["layers"][2]["g_norm_frac"] = 32
         else:
             tensors["embedding"] = tensors["embedding"][:, :16]
         write_image(out, meta, tensors)
@@ -118,8 +120,70 @@ def test_bad_images_give_one_line(tmp_path, ckpt, tiny_model, case, capsys):
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     expected = {"magic": "not an .mmf", "version": "newer", "truncated": "truncated",
                 "numerics": "numerics version", "too_long": "exceeds",
-                "missing": "missing section", "shape": "embedding"}[case]
+                "missing": "missing section", "shape": "embedding",
+                "frac": "layers.2: g_norm_frac = 32 does not fit the MLGRU's 5-bit gn_frac"}[case]
     assert expected in err
+
+
+# (parameter, index, value, the message's tensor, meta entry and frac) for gains that no
+# frac field holds: a peak of 2^15 or more gives gain_block a negative frac
+HUGE_GAINS = {
+    "g_norm": ("model.layers.0.attn.g_norm.weight", 0, 1e5,
+               "model.layers.0.attn.g_norm.weight (peak |value| 100000): g_norm_frac = -2"),
+    "pre": ("model.layers.1.mlp_norm.weight", 3, 40000.0,
+            "model.layers.1.mlp_norm.weight (peak |value| 40000): pre_frac = -1"),
+    "folded": ("model.layers.0.attn.i_proj.norm.weight", 0, 300.0,
+               "the folded gain model.layers.0.attn.i_proj.norm.weight x "
+               "model.layers.0.attn_norm.weight (peak |value| 90000): gain_frac = -2"),
+    "embedding": ("model.embeddings.weight", 5, -2.0 ** 15,
+                  "model.embeddings.weight (peak |value| 32768): embedding_frac = -1"),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_GAINS))
+def test_values_that_fit_no_field_are_refused_at_export(tmp_path, tiny_model, tokenizer_json,
+                                                         case, capsys):
+    name, index, value, message = HUGE_GAINS[case]
+    params = dict(tiny_model.named_parameters())
+    with torch.no_grad():
+        params[name].view(-1)[index] = value
+        if case == "folded":          # 300 * 300: each fits, their product does not
+            params["model.layers.0.attn_norm.weight"].view(-1)[0] = value
+    ck = save_checkpoint(tiny_model, tmp_path / "ck", tokenizer=tokenizer_json)
+    with pytest.raises(FieldError) as e:
+        export_checkpoint(ck, tmp_path / "m.mmf")
+    assert str(e.value).startswith(f"cannot export {message} does not fit"), e.value
+    assert "(0 .. " in str(e.value) and "2^15" in str(e.value)
+    assert main(["export", str(ck), "-o", str(tmp_path / "m.mmf")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot export") and err.count("\n") == 1, err
+    assert not (tmp_path / "m.mmf").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m, t: m["layers"][0].update(g_norm_frac=-1), "g_norm_frac = -1"),
+    (lambda m, t: m["bitlinear"]["lm_head"].update(gain_frac=64),
+     "bitlinear lm_head: gain_frac = 64 does not fit the norm units' 6-bit g_frac (0 .. 63)"),
+    (lambda m, t: m["bitlinear"]["layers.1.attn.f_proj"].update(pre_frac=2.5),
+     "pre_frac = 2.5 does not fit"),
+    (lambda m, t: m.update(embedding_frac=-3), "embedding_frac = -3"),
+    (lambda m, t: m["bitlinear"]["layers.0.mlp.down_proj"].update(w_scale=[1 << 15, 128]),
+     "layers.0.mlp.down_proj w_scale: PF exponent 128 does not fit the gateware's 8-bit"),
+    (lambda m, t: m["bitlinear"]["lm_head"].update(w_scale=[1 << 14, -30]),
+     "PF mantissa 16384 is not normalized"),
+    (lambda m, t: t["layers.2.lower_bound"].__setitem__(3, (1 << 24) + 1),
+     "layers.2.lower_bound: lower bound 1.00000006 outside 0 .. 1.0"),
+])
+def test_values_that_fit_no_field_are_refused_at_load(tmp_path, ckpt, tiny_model, edit,
+                                                       message):
+    """A hand-edited image whose values the gateware cannot take is refused."""
+    meta, tensors = export_model(tiny_model, (ckpt / "tokenizer.json").read_bytes())
+    edit(meta, tensors)
+    out = tmp_path / "m.mmf"
+    write_image(out, meta, tensors)
+    with pytest.raises(FieldError, match="does not fit|not normalized|outside") as e:
+        model_from_image(out)
+    assert message in str(e.value) and str(e.value).startswith(str(out)), e.value
 
 
 def test_fast_path_equals_reference_path(ckpt, tiny_model):

@@ -126,3 +126,144 @@ def test_glu_against_float():
 
 def test_argmax_ties_to_lower_id():
     assert G.argmax(np.array([1, 5, 5, 2])) == 1
+
+
+# -- every unit against unbounded Python integers ------------------------------------------------
+# The golden model computes in NumPy int64. These references compute the same definitions
+# element by element in Python ints, which cannot wrap, so an int64 overflow anywhere in a
+# unit shows up as a mismatch; a range check of the outputs would pass a wrapped value.
+
+def _rr(x: int, n: int) -> int:
+    return x << -n if n <= 0 else (x + (1 << (n - 1))) >> n
+
+
+def _sat(x: int, bits: int = 32) -> int:
+    return min(max(x, -(1 << (bits - 1))), (1 << (bits - 1)) - 1)
+
+
+def _sigmoid(z: int) -> int:
+    lim = N.SIG_RANGE << N.X_FRAC
+    t = min(max(z, -lim), lim) + lim
+    lo, hi = int(N.SIGMOID_TABLE[t >> N.SIG_SHIFT]), int(N.SIGMOID_TABLE[(t >> N.SIG_SHIFT) + 1])
+    return lo + _rr((hi - lo) * (t & ((1 << N.SIG_SHIFT) - 1)), N.SIG_SHIFT)
+
+
+def _silu(z: int) -> int:
+    return _rr(z * _sigmoid(z), N.GATE_FRAC)
+
+
+def _scale(x: int, s: N.PF) -> int:
+    """round(x * mant * 2^exp), halves up, saturated: the definition, with no shortcuts."""
+    return _sat(_rr(x * s.mant, -s.exp))
+
+
+X_EDGE = [N.X_MIN, N.X_MIN + 1, -1, 0, 1, N.X_MAX - 1, N.X_MAX]
+xint = st.one_of(st.sampled_from(X_EDGE), st.integers(N.X_MIN, N.X_MAX),
+                 st.integers(-(1 << 20), 1 << 20))
+gain = st.one_of(st.sampled_from([-32768, -32767, -1, 0, 1, 32767]),
+                 st.integers(-32768, 32767))
+vec = st.lists(xint, min_size=1, max_size=12)
+
+
+def _a(values) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(xint, xint, xint, xint, st.integers(0, N.GATE_ONE), gain),
+                min_size=1, max_size=10), st.integers(0, 30))
+def test_mlgru_equals_python_integers(rows, gn_frac):
+    zi, zf, zg, h, lb, gn = (list(c) for c in zip(*rows, strict=True))
+    o, h2 = G.mlgru(_a(zi), _a(zf), _a(zg), _a(h), _a(lb), _a(gn), gn_frac)
+    for j in range(len(rows)):
+        omf = _rr((N.GATE_ONE - lb[j]) * _sigmoid(-zf[j]), N.GATE_FRAC)
+        c = _rr(_silu(zi[j]) * omf, N.GATE_FRAC)
+        hj = _sat(_rr((N.GATE_ONE - omf) * h[j], N.GATE_FRAC) + c)
+        gg = _sat(_rr(zg[j] * gn[j], gn_frac))
+        assert (int(o[j]), int(h2[j])) == (_sat(_rr(gg * _silu(hj), N.X_FRAC)), hj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(xint, xint), min_size=1, max_size=12))
+def test_glu_residual_sigmoid_silu_equal_python_integers(rows):
+    a, b = (list(c) for c in zip(*rows, strict=True))
+    glu, add = G.glu(_a(a), _a(b)), G.residual_add(_a(a), _a(b))
+    sig, silu = N.sigmoid(_a(a)), N.silu(_a(a))
+    for j in range(len(rows)):
+        assert int(glu[j]) == _sat(_rr(_silu(a[j]) * b[j], N.X_FRAC))
+        assert int(add[j]) == _sat(a[j] + b[j])
+        assert int(sig[j]) == _sigmoid(a[j]) and int(silu[j]) == _silu(a[j])
+
+
+pf = st.one_of(st.just(N.PF_ZERO),
+               st.builds(N.PF, st.integers(1 << 15, (1 << 16) - 1), st.integers(-90, 40)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(xint, st.integers(-(1 << 22), 1 << 22)), min_size=1, max_size=12),
+       pf, pf, pf)
+def test_dequantize_equals_python_integers(acc, m, r, w):
+    s = N.pf_mul(N.pf_mul(m, r), w)
+    y = G.dequantize(_a(acc), m, r, w)
+    s16 = N.PF(s.mant, s.exp + N.X_FRAC)
+    assert [int(v) for v in y] == [_scale(x, s16) for x in acc]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(xint, gain), min_size=1, max_size=12), st.integers(0, 63))
+def test_absmax_quantize_equals_python_integers(rows, frac):
+    u, g = (list(c) for c in zip(*rows, strict=True))
+    q, m = G.absmax_quantize(_a(u), _a(g), frac)
+    v = [a * b for a, b in zip(u, g, strict=True)]
+    peak = max(abs(x) for x in v)
+    if peak == 0:
+        assert np.all(q == 0) and m == N.PF_ZERO
+        return
+    e = peak.bit_length() - N.NORM_BITS
+    r = N.recip24(_rr(peak, e))
+    want = [min(max(_rr(_rr(x, e) * 127 * r, 47), -128), 127) for x in v]
+    assert [int(x) for x in q] == want
+    assert m == N.pf_normalize(_rr(peak, e), e - N.X_FRAC - frac)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(xint, gain), min_size=1, max_size=12), st.integers(0, 63),
+       st.booleans())
+def test_rms_rsqrt_equals_python_integers(rows, frac, unit_gain):
+    u, g = (list(c) for c in zip(*rows, strict=True))
+    w = list(u) if unit_gain else [_rr(a * b, frac) for a, b in zip(u, g, strict=True)]
+    got = G.rms_rsqrt(_a(u), None if unit_gain else _a(g), frac)
+    peak = max(abs(x) for x in w)
+    if peak == 0:
+        assert got == N.PF_ZERO
+        return
+    e = max(0, peak.bit_length() - N.SQ_BITS)
+    s = sum(_rr(x, e) ** 2 for x in w)
+    assert got == N.pf_mul(N.rsqrt(s), G.sqrt_pf(len(u), N.X_FRAC - e))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_ternary_matvec_equals_python_integers(k, n, seed):
+    r = np.random.default_rng(seed)
+    codes = r.integers(-1, 2, size=(n, k)).astype(np.int8)
+    q = r.choice([-128, 127, -1, 0, 1, *r.integers(-128, 128, 4)], size=k)
+    got = G.ternary_matvec(codes, q)
+    assert [int(x) for x in got] == [sum(int(c) * int(a) for c, a in zip(row, q, strict=True))
+                                     for row in codes]
+
+
+def test_topk_order_and_ties():
+    logits = np.array([3, 9, 9, -2, 9, 3, N.X_MIN, N.X_MAX], dtype=np.int64)
+    ids, vals = G.topk(logits, 5)
+    assert ids.tolist() == [7, 1, 2, 4, 0] and vals.tolist() == [N.X_MAX, 9, 9, 9, 3]
+    r = np.random.default_rng(5)
+    for _ in range(200):
+        lg = r.integers(-4, 4, size=r.integers(1, 40))
+        k = int(r.integers(1, len(lg) + 1))
+        ids, vals = G.topk(lg, k)
+        want = sorted(range(len(lg)), key=lambda i: (-int(lg[i]), i))[:k]
+        assert ids.tolist() == want and vals.tolist() == [int(lg[i]) for i in want]
+        assert G.topk(lg, 1)[0][0] == G.argmax(lg)
+    with pytest.raises(ValueError):
+        G.topk(logits, 0)

@@ -4,6 +4,7 @@ and property tests at the extremes of each format."""
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +97,84 @@ def test_pf_scale_extreme_exponents():
     assert N.pf_scale(x, N.PF((1 << 16) - 1, -200)).tolist() == [0] * 7
     edge = N.pf_scale(np.array([N.X_MAX]), N.PF(1 << 15, -46))   # (2^31 - 1) / 2^31
     assert edge.tolist() == [1]
+
+
+def test_ternary_codes_round_trip():
+    t = np.array([[-1, 0, 1], [1, 1, -1]], dtype=np.int8)
+    c = N.encode_codes(t)
+    assert c.dtype == np.uint8
+    assert c.tolist() == [[0b11, 0b00, 0b01], [0b01, 0b01, 0b11]]
+    assert [N.CODE_NEG, N.CODE_ZERO, N.CODE_POS] == [0b11, 0b00, 0b01]
+    back = N.decode_codes(c)
+    assert back.dtype == np.int8 and np.array_equal(back, t)
+    rng = np.random.default_rng(0)
+    t = rng.integers(-1, 2, size=(9, 13))
+    assert np.array_equal(N.decode_codes(N.encode_codes(t)), t)
+
+
+def test_ternary_codes_refused():
+    with pytest.raises(ValueError, match="0b10"):
+        N.decode_codes(np.array([0b00, N.CODE_INVALID, 0b11]))
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        N.encode_codes(np.array([0, 2]))
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        N.encode_codes(np.array([-2]))
+
+
+def test_code_bytes():
+    """4 codes a byte, the first in the low bits."""
+    c = np.array([[0b01, 0b00, 0b11, 0b01, 0b11, 0b11, 0b00, 0b00]], dtype=np.uint8)
+    b = N.pack_code_bytes(c)
+    assert b.dtype == np.uint8 and b.tolist() == [[0b01_11_00_01, 0b00_00_11_11]]
+    assert np.array_equal(N.unpack_code_bytes(b), c)
+    assert N.unpack_code_bytes(np.array([0b10_00_00_00])).tolist() == [0, 0, 0, 0b10]
+    with pytest.raises(ValueError, match="whole bytes"):
+        N.pack_code_bytes(np.zeros(6, dtype=np.uint8))
+
+
+def test_engine_words_layout():
+    """5 rows x 2 columns, 4 lanes: two row groups, rows 5..7 padded with zero codes; word
+    g * K + k is column k of rows 4g .. 4g+3, lane l at bits [2l, 2l+2)."""
+    t = np.array([[1, -1], [0, 1], [-1, -1], [1, 0], [-1, 1]])
+    words = N.engine_words(t, 4)
+    assert words.dtype == np.uint8 and words.shape == (4, 1)
+    assert N.engine_word_ints(t, 4) == [
+        0b01_11_00_01,      # column 0, rows 0..3: +1, 0, -1, +1
+        0b00_11_01_11,      # column 1, rows 0..3: -1, +1, -1, 0
+        0b00_00_00_11,      # column 0, row 4: -1; rows 5..7: padding
+        0b00_00_00_01,      # column 1, row 4: +1
+    ]
+    # wider words: bytes little-endian, lane l's code at bits [2l, 2l+2) of the whole word
+    t = np.zeros((8, 1), dtype=np.int64)
+    t[0], t[5] = -1, 1
+    assert N.engine_words(t, 8).tolist() == [[0b11, 0b00_00_01_00]]   # lane 5: byte 1, bits 2..3
+    assert N.engine_word_ints(t, 8) == [0b11 | 0b01 << 10]
+
+
+def test_engine_words_match_a_lane_by_lane_layout():
+    rng = np.random.default_rng(1)
+    for lanes, n, k in ((4, 7, 3), (8, 16, 5), (12, 13, 1), (16, 3, 4)):
+        t = rng.integers(-1, 2, size=(n, k))
+        padded = np.zeros((-(-n // lanes) * lanes, k), dtype=np.int64)
+        padded[:n] = t
+        want = [sum((int(padded[g * lanes + lane, col]) & 0b11) << (N.CODE_BITS * lane)
+                    for lane in range(lanes))
+                for g in range(len(padded) // lanes) for col in range(k)]
+        assert N.engine_word_ints(t, lanes) == want
+        assert N.engine_words(t, lanes).shape == (len(want), lanes // 4)
+
+
+def test_engine_words_refused():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        N.engine_words(np.zeros((6, 2)), 6)
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        N.engine_words(np.full((4, 2), 2), 4)
+
+
+def test_hardware_field_ranges():
+    """The ranges the exporter checks against, as wide as the gateware's fields."""
+    assert (N.GAIN_FRAC_MAX, N.GN_FRAC_MAX) == (63, 31)
+    assert (N.PF_EXP_MIN, N.PF_EXP_MAX) == (-128, 127)
+    assert N.gain_block(np.array([2.0 ** 15 - 1]))[1] == 0        # the largest that fits
+    assert N.gain_block(np.array([2.0 ** 15]))[1] == -1
+    assert N.gain_block(np.array([1e-12]))[1] == 30               # never above 30

@@ -15,9 +15,6 @@ from mmfree_fpga import numerics as N
 ACT = signed(8)                       # int8 activation codes (numerics.ACT_MIN..ACT_MAX)
 ACC = signed(N.ACC_BITS)
 
-CODE_POS = 0b01                       # numerics "code" format; 0b00 = 0, 0b10 never appears
-CODE_NEG = 0b11
-
 
 class LaneArray(data.ArrayLayout):
     """``data.ArrayLayout(signed(ACC_BITS), lanes)`` (equal to it, so streams connect), whose
@@ -49,7 +46,7 @@ class TernaryEngine(wiring.Component):
     - ``weights``: In stream of weight words, ``lanes`` 2-bit codes for one column (lane l at
       bits [2l, 2l+2): 0b00 = 0, 0b01 = +1, 0b11 = -1, 0b10 treated as 0), columns
       k = 0..K-1 of row group 0, then of group 1, ... then of group ``groups - 1``; then the
-      next vector's groups.
+      next vector's groups (``numerics.engine_words`` lays a ternary matrix out so).
     - ``acc``: Out stream, ``ArrayLayout(signed(ACC_BITS), lanes)`` (as :class:`LaneArray`,
       equal to it): one beat per row group, lane l = ``sum_k code[l, k] * q[k]``, after that
       group's K columns.
@@ -94,7 +91,7 @@ class TernaryEngine(wiring.Component):
             "act": In(stream.Signature(ACT)),
             "k": In(range(max_k + 1)),
             "groups": In(range(max_groups + 1)),
-            "weights": In(stream.Signature(2 * lanes)),
+            "weights": In(stream.Signature(N.CODE_BITS * lanes)),
             "acc": Out(stream.Signature(LaneArray(ACC, lanes))),
         })
 
@@ -156,7 +153,7 @@ class TernaryEngine(wiring.Component):
         # finds the result register free. acc.ready reaches no enable and no ready.
         pending = Signal()
         s1_valid, s1_last = Signal(), Signal()
-        s1_word = Signal(2 * lanes, reset_less=True)
+        s1_word = Signal(N.CODE_BITS * lanes, reset_less=True)
 
         # Where the next word falls: col_left columns after it in its group (col_last: it is
         # the group's last), grp_left groups after its group (grp_last: the vector's last
@@ -215,8 +212,8 @@ class TernaryEngine(wiring.Component):
         # full bank and the writer only writes a free one, so they never meet. Data
         # registers need no reset. ------------------------------------------------------
         s2_valid, s2_last, s3_valid, s3_last = Signal(), Signal(), Signal(), Signal()
-        s2_word = Signal(2 * lanes, reset_less=True)
-        s3_word = Signal(2 * lanes, reset_less=True)
+        s2_word = Signal(N.CODE_BITS * lanes, reset_less=True)
+        s3_word = Signal(N.CODE_BITS * lanes, reset_less=True)
         q_near, q = Signal(ACT, reset_less=True), Signal(ACT, reset_less=True)
         m.d.sync += [q_near.eq(rd.data), s2_valid.eq(s1_valid), s2_last.eq(s1_last),
                      s2_word.eq(s1_word),
@@ -231,9 +228,9 @@ class TernaryEngine(wiring.Component):
         negs = [Signal(name=f"neg{lane}") for lane in range(lanes)]
         m.d.sync += finish.eq(s3_valid & s3_last)
         for lane in range(lanes):
-            code = s3_word[2 * lane:2 * lane + 2]
-            pos = s3_valid & (code == CODE_POS)
-            neg = s3_valid & (code == CODE_NEG)
+            code = s3_word[N.CODE_BITS * lane:N.CODE_BITS * (lane + 1)]
+            pos = s3_valid & (code == N.CODE_POS)
+            neg = s3_valid & (code == N.CODE_NEG)
             m.d.sync += [addends[lane].eq(Mux(pos, q, Mux(neg, ~q, 0))), negs[lane].eq(neg)]
 
         # -- stage 5: accumulate; a group's last column goes to the result register -------

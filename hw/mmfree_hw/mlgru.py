@@ -11,16 +11,32 @@ per channel. One unit serves every layer: the layers of a token step run one aft
 so each layer keeps its state in its own region of the memory, selected by ``base``.
 """
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed
+from functools import partial
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import numerics as N
 
-from .pipeline import GATE, GATE_ONE, PipelinedMul, Sigmoid, X, saturate
+from .pipeline import (
+    GAIN,
+    GATE,
+    GATE_ONE,
+    PipelinedMul,
+    Sigmoid,
+    X,
+    delay_line,
+    round_half,
+    round_shift_var,
+    rshift_round,
+    saturate,
+)
 
-GAIN = signed(N.GAIN_BITS)
 GATE_S = N.GATE_FRAC + 2          # a Q0.24 gate (0 .. 2^24) as a signed multiplier operand
+
+# This unit's name for pipeline.rshift_round, which tests/test_mlgru_amaranth.py imports.
+round_shift = rshift_round
 
 
 class MLGRUBeat(data.Struct):
@@ -35,30 +51,6 @@ class MLGRUBeat(data.Struct):
     first: 1        # first token of a sequence: the previous state is taken as 0
 
 
-def round_shift(value, n: int, addend=None):
-    """``rshift_round(value, n)`` as ``(value >> n) + value[n - 1]``: the bit below the cut
-    is the half to round up by, so the adder is only as wide as the result. With a signed
-    ``addend``, ``rshift_round(value, n) + addend`` in one adder, that bit as the carry-in of
-    both operands: ``A + B + cin = (2A + cin + 2B + cin) / 2``."""
-    value = Value.cast(value)
-    cin = value[n - 1]
-    if addend is None:
-        return (value >> n) + cin
-    high = value[n:].as_signed()
-    return (Cat(cin, high).as_signed() + Cat(cin, addend).as_signed()) >> 1
-
-
-def round_shift_var(value, amount):
-    """``rshift_round(value, amount)`` for a run-time ``amount >= 0``, as ``(t + 1) >> 1`` of
-    ``t = (2 value) >> amount``, which is exact for ``amount = 0`` too. Returns ``t``'s
-    expression; the caller registers it and finishes with :func:`round_half`."""
-    return (value << 1) >> amount
-
-
-def round_half(t):
-    return (t + 1) >> 1
-
-
 class MLGRUUnit(wiring.Component):
     """Ports:
 
@@ -68,7 +60,8 @@ class MLGRUUnit(wiring.Component):
     - ``base`` (config): state address of channel 0 of the current layer (layer * n when one
       unit serves every layer); ``base + n <= max_channels``. Regions must not overlap, and
       a region is always used with the same ``n`` (its layer's width).
-    - ``gn_frac`` (config): fractional bits of ``gn``, 0 .. 31 (``gain_block`` gives <= 30).
+    - ``gn_frac`` (config): fractional bits of ``gn``, 0 .. ``numerics.GN_FRAC_MAX`` (31;
+      ``gain_block`` gives <= 30, the exporter refuses what does not fit).
 
     Channel order: a counter gives each accepted beat its channel ``j`` and wraps after
     ``n`` beats; the beat's state address is ``base + j``. ``rst`` returns the counter to 0.
@@ -127,7 +120,7 @@ class MLGRUUnit(wiring.Component):
             "o": Out(stream.Signature(X)),
             "n": In(range(max_channels + 1)),
             "base": In(range(max_channels)),
-            "gn_frac": In(range(32)),
+            "gn_frac": In(unsigned(N.GN_FRAC_BITS)),
         })
 
     def _muls(self):
@@ -165,15 +158,7 @@ class MLGRUUnit(wiring.Component):
         en = Signal()     # every stage advances together: the output is ready or empty
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
 
-        def delay(value, cycles, name):
-            """``[value, value 1 stage later, ...]``: a stalling shift register."""
-            line = [value]
-            for k in range(cycles):
-                reg = Signal.like(line[-1], name=f"{name}{k + 1}")
-                with m.If(en):
-                    m.d.sync += reg.eq(line[-1])
-                line.append(reg)
-            return line
+        delay = partial(delay_line, m, en)
 
         def register(value, shape, name):
             reg = Signal(shape, name=name)
@@ -237,15 +222,15 @@ class MLGRUUnit(wiring.Component):
         mul_si, mul_om = muls["si"], muls["om"]
         m.d.comb += [mul_si.a.eq(zi), mul_si.b.eq(sig_i.y),
                      mul_om.a.eq(oml), mul_om.b.eq(sig_f.y)]
-        silu_i = register(round_shift(mul_si.p, N.GATE_FRAC), X, "silu_i")
+        silu_i = register(rshift_round(mul_si.p, N.GATE_FRAC), X, "silu_i")
         silu_i = delay(silu_i, self.A - (1 + s + mul_si.LATENCY + 1), "silu_i_a")[-1]
-        omf = register(round_shift(mul_om.p, N.GATE_FRAC), GATE, "omf")
+        omf = register(rshift_round(mul_om.p, N.GATE_FRAC), GATE, "omf")
         omf = delay(omf, self.A - (1 + s + mul_om.LATENCY + 1), "omf_a")[-1]
 
         # c = round(silu(zi) (1 - f)) in stage C; f = 1 - (1 - f) from stage A + 1.
         mul_c = muls["c"]
         m.d.comb += [mul_c.a.eq(silu_i), mul_c.b.eq(omf)]
-        c = register(round_shift(mul_c.p, N.GATE_FRAC), X, "c")
+        c = register(rshift_round(mul_c.p, N.GATE_FRAC), X, "c")
         c = delay(c, self.R + muls["fh"].LATENCY - self.C, "c_r")[-1]
         f = delay(register(GATE_ONE - omf, GATE, "f"), self.R - self.A - 1, "f_r")[-1]
 
@@ -260,7 +245,7 @@ class MLGRUUnit(wiring.Component):
         mul_fh = muls["fh"]
         h = Signal(X)
         with m.If(en):
-            m.d.sync += h.eq(saturate(round_shift(mul_fh.p, N.GATE_FRAC, c)))
+            m.d.sync += h.eq(saturate(rshift_round(mul_fh.p, N.GATE_FRAC, c)))
         m.d.comb += [rd.addr.eq(addr[self.R - 2]), rd.en.eq(en),
                      mul_fh.a.eq(Mux(first, 0, h_mem)), mul_fh.b.eq(f),
                      wr.addr.eq(addr[self.H]), wr.data.eq(h), wr.en.eq(en & valid[self.H])]
@@ -269,9 +254,9 @@ class MLGRUUnit(wiring.Component):
         m.d.comb += sig_h.z.eq(h)
         mul_sh, mul_o = muls["sh"], muls["o"]
         m.d.comb += [mul_sh.a.eq(delay(h, s, "h_s")[-1]), mul_sh.b.eq(sig_h.y)]
-        silu_h = register(round_shift(mul_sh.p, N.GATE_FRAC), X, "silu_h")
+        silu_h = register(rshift_round(mul_sh.p, N.GATE_FRAC), X, "silu_h")
         m.d.comb += [mul_o.a.eq(gg), mul_o.b.eq(silu_h)]
-        rounded = register(round_shift(mul_o.p, N.X_FRAC), signed(len(mul_o.p) - N.X_FRAC + 1),
+        rounded = register(rshift_round(mul_o.p, N.X_FRAC), signed(len(mul_o.p) - N.X_FRAC + 1),
                            "o_rounded")
         with m.If(en):
             m.d.sync += self.o.payload.eq(saturate(rounded))

@@ -34,10 +34,9 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import numerics as N
 
-from .pipeline import X, saturate
+from .pipeline import GAIN, X, saturate
 from .scalar import (
     EXP_WIDE,
-    PF_EXP_BITS,
     BitLength,
     PFloat,
     PFNormalize,
@@ -45,10 +44,8 @@ from .scalar import (
     half_ulp,
 )
 
-GAIN = signed(N.GAIN_BITS)
 WIDE = signed(48)              # u * g: |u * g| <= 2^31 * 2^15 = 2^46
 PEAK = unsigned(47)            # max |u * g|
-FRAC_BITS = 6                  # gain fractional bits, 0 .. 63
 K_BITS = 16                    # vector length field: k <= N.MAX_K = 2^15
 
 
@@ -63,7 +60,7 @@ class RmsConfig(data.Struct):
     """Per-vector configuration of :class:`RmsRsqrt`."""
 
     k: unsigned(K_BITS)        # vector length, 1 .. max_k
-    a_frac: unsigned(FRAC_BITS)
+    a_frac: unsigned(N.GAIN_FRAC_BITS)
     no_gain: unsigned(1)       # golden's g_pre = None: w = u (the gains on ``i`` are ignored)
     sqrt_k: PFloat             # golden.sqrt_pf(k): the host computes it, once per length
 
@@ -72,7 +69,7 @@ class QuantConfig(data.Struct):
     """Per-vector configuration of :class:`AbsmaxQuantize`."""
 
     k: unsigned(K_BITS)
-    g_frac: unsigned(FRAC_BITS)
+    g_frac: unsigned(N.GAIN_FRAC_BITS)
 
 
 class Code(data.Struct):
@@ -136,7 +133,7 @@ class VectorLoader(wiring.Component):
         self.max_k = max_k
         super().__init__({
             "i": In(stream.Signature(Element)),
-            "start": In(1), "k": In(unsigned(K_BITS)), "frac": In(FRAC_BITS),
+            "start": In(1), "k": In(unsigned(K_BITS)), "frac": In(N.GAIN_FRAC_BITS),
             "unit_gain": In(1), "allow": In(1), "count": Out(range(max_k + 1)),
             "busy": Out(1), "done": Out(1), "ack": In(1),
             "peak": Out(PEAK), "peak_bits": Out(range(PEAK.width + 1)),
@@ -409,7 +406,7 @@ class RmsRsqrt(wiring.Component):
             with m.State("WN2"):
                 with m.If(nrm.valid):
                     m.d.sync += [self.o.payload.mant.eq(nrm.mant),
-                                 self.o.payload.exp.eq(nrm.exp_out[:PF_EXP_BITS]),
+                                 self.o.payload.exp.eq(nrm.exp_out[:N.PF_EXP_BITS]),
                                  self.o.valid.eq(1)]
                     m.next = "OUT"
             with m.State("OUT"):
@@ -510,7 +507,7 @@ class AbsmaxQuantize(wiring.Component):
                      peak_rnd.eq(ld.peak + half_ulp(er, 23)),
                      mm.eq(_shift_pair(peak_rnd, er, el))]
         with m.If(nrm.valid):
-            m.d.sync += [pf.mant.eq(nrm.mant), pf.exp.eq(nrm.exp_out[:PF_EXP_BITS]),
+            m.d.sync += [pf.mant.eq(nrm.mant), pf.exp.eq(nrm.exp_out[:N.PF_EXP_BITS]),
                          pf_ok.eq(1)]
 
         handoff = Signal()

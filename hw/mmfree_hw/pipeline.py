@@ -1,4 +1,5 @@
-"""Shared pipeline building blocks: the sigmoid lookup and the rounding shift.
+"""Shared pipeline building blocks: the sigmoid lookup, the pipelined multiplier, the
+rounding shifts, saturation and the stalling delay line.
 
 Units are stall pipelines: every stage advances together while ``en`` is high (the output
 is ready or empty), so a block here is told ``en`` and has a fixed latency in enabled
@@ -6,7 +7,7 @@ cycles.
 """
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,13 +15,41 @@ from mmfree_fpga import numerics as N
 
 X = signed(N.X_BITS)
 GATE = unsigned(N.GATE_FRAC + 1)          # 0 .. 2^24 inclusive
+GAIN = signed(N.GAIN_BITS)                # an int16 gain; its frac travels beside it
 
 
-def rshift_round(value, n: int):
-    """``floor(value / 2^n + 1/2)`` as numerics.rshift_round (round half up)."""
+def rshift_round(value, n: int, addend=None):
+    """``numerics.rshift_round(value, n)`` (``floor(value / 2^n + 1/2)``, round half up) for
+    a constant ``n``; with a signed ``addend``, ``rshift_round(value, n) + addend``.
+
+    For ``n >= 1`` it is ``(value >> n) + value[n - 1]``: the bit below the cut is the half
+    to round up by, so the adder is only as wide as the result (``value + 2^(n-1)`` would
+    carry through the n bits that are then dropped). With an ``addend`` (``value`` signed),
+    one adder takes that bit as the carry-in of both operands:
+    ``A + B + cin = (2A + cin + 2B + cin) / 2``. ``n <= 0`` shifts left (exact).
+    """
+    value = Value.cast(value)
     if n <= 0:
-        return value << -n
-    return (value + (1 << (n - 1))) >> n
+        return value << -n if addend is None else (value << -n) + addend
+    cin = value[n - 1]
+    if addend is None:
+        return (value >> n) + cin
+    high = value[n:].as_signed()
+    return (Cat(cin, high).as_signed() + Cat(cin, addend).as_signed()) >> 1
+
+
+def round_shift_var(value, amount):
+    """First half of ``rshift_round(value, amount)`` for a run-time ``amount >= 0``:
+    ``t = (2 value) >> amount``, a barrel shift with no adder in series. :func:`round_half`
+    of ``t``, usually a register later, finishes it; the pair is exact for ``amount = 0``
+    too, where ``value[amount - 1]`` would not exist."""
+    return (value << 1) >> amount
+
+
+def round_half(t):
+    """Second half of a run-time rounding shift: ``(t + 1) >> 1`` of a
+    :func:`round_shift_var` result."""
+    return (t + 1) >> 1
 
 
 def saturate(value, bits: int = N.X_BITS):
@@ -36,6 +65,18 @@ def saturate(value, bits: int = N.X_BITS):
     fits = top.all() | ~top.any()
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return Mux(fits, value[:bits].as_signed(), Mux(value[-1], lo, hi))
+
+
+def delay_line(m: Module, en, value, cycles: int, name: str) -> list:
+    """``[value, value 1 enabled cycle later, ..., value cycles later]``: a stalling shift
+    register (every stage loads while ``en`` is high), registers named ``{name}1`` ..."""
+    line = [value]
+    for k in range(cycles):
+        reg = Signal.like(line[-1], name=f"{name}{k + 1}")
+        with m.If(en):
+            m.d.sync += reg.eq(line[-1])
+        line.append(reg)
+    return line
 
 
 SIG_DIFF_BITS = int(max(np.diff(N.SIGMOID_TABLE))).bit_length()
@@ -117,18 +158,28 @@ class PipelinedMul(wiring.Component):
         self.a_width, self.b_width = a_width, b_width
         self.a_parts = self._parts(a_width)
         self.b_parts = self._parts(b_width)
-        n = len(self.a_parts) * len(self.b_parts)
-        self.levels = max(0, (n - 1).bit_length())
-        self.LATENCY = 2 + self.levels
+        self.levels = self._levels(len(self.a_parts) * len(self.b_parts))
+        self.LATENCY = self.latency(a_width, b_width)
         super().__init__({"a": In(signed(a_width)), "b": In(signed(b_width)),
                           "en": In(1), "p": Out(signed(a_width + b_width))})
 
-    def _parts(self, width):
+    @classmethod
+    def latency(cls, a_width: int, b_width: int) -> int:
+        """The ``LATENCY`` of an ``a_width`` x ``b_width`` instance, without building one (a
+        unit's stage plan may need it before elaboration)."""
+        return 2 + cls._levels(len(cls._parts(a_width)) * len(cls._parts(b_width)))
+
+    @staticmethod
+    def _levels(products: int) -> int:
+        return max(0, (products - 1).bit_length())
+
+    @classmethod
+    def _parts(cls, width):
         """(low bit, width, signed) pieces: unsigned 17-bit lows, a signed top piece."""
         parts, lo = [], 0
-        while width - lo > self.SPLIT + 1:
-            parts.append((lo, self.SPLIT, False))
-            lo += self.SPLIT
+        while width - lo > cls.SPLIT + 1:
+            parts.append((lo, cls.SPLIT, False))
+            lo += cls.SPLIT
         parts.append((lo, width - lo, True))
         return parts
 

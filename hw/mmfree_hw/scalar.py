@@ -12,11 +12,11 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import numerics as N
 
-# PF exponents on the wire. Every PF these units produce or consume stays well inside it:
-# rms_rsqrt gives exponents in [-53, 10], absmax_quantize in [-94, 16] (g_frac <= 63), and
-# an exported weight scale s_w / 127 (s_w >= 1e-5) about [-40, 0]. Products of three PFs
-# (Dequantize) are formed in EXP_WIDE bits inside the unit.
-PF_EXP_BITS = 8
+# PF exponents on the wire are numerics.PF_EXP_BITS wide. Every PF these units produce or
+# consume stays well inside it: rms_rsqrt gives exponents in [-53, 10], absmax_quantize in
+# [-94, 16] (g_frac <= 63), and an exported weight scale s_w / 127 (s_w >= 1e-5) about
+# [-40, 0] (the exporter refuses one that does not fit). Products of three PFs (Dequantize)
+# are formed in EXP_WIDE bits inside the unit.
 EXP_WIDE = 12
 
 
@@ -24,7 +24,7 @@ class PFloat(data.Struct):
     """``mant * 2^exp``: mant in [2^15, 2^16), or mant = 0 (and exp = 0) for zero."""
 
     mant: unsigned(N.PF_BITS)
-    exp: signed(PF_EXP_BITS)
+    exp: signed(N.PF_EXP_BITS)
 
 
 def bit_length(value):

@@ -1,30 +1,12 @@
-"""Float checkpoint -> exported image (``.mmf``), and image -> the golden model's layout.
+"""Float checkpoint -> exported image (``.mmf``).
 
     mmfree-fpga export CHECKPOINT -o model.mmf
     mmfree-fpga info model.mmf
 
-The container (header, section table, CRCs) is specified in ``image.py``. This module fixes
-what the sections hold (numerics version 1, NUMERICS.md):
-
-=================================  ============  ==========================================
-section                            dtype, shape  meaning
-=================================  ============  ==========================================
-``embedding``                      int16 [V, d]  embedding / 2^embedding_frac
-``layers.{i}.lower_bound``         uint32 [n]    forget-gate lower bound, Q0.24 (row 0 = 0)
-``layers.{i}.g_norm``              int16 [n]     g_norm gain / 2^g_norm_frac
-``{W}.codes``                      uint8 [N, K/4] ternary codes, 4 per byte, LSB first:
-                                                 0b00 = 0, 0b01 = +1, 0b11 = -1 (0b10 is
-                                                 invalid); rows padded with 0 to 4k codes
-``{W}.gain``                       int16 [K]     folded gain G / 2^gain_frac (absmax input)
-``{W}.pre``                        int16 [K]     the preceding RMSNorm's gain / 2^pre_frac
-                                                 (for 1/rms; absent where there is none)
-``tokenizer``                      bytes         the tokenizer.json the model was trained with
-=================================  ============  ==========================================
-
-``{W}`` is ``layers.{i}.attn.{i,f,g,o}_proj``, ``layers.{i}.mlp.{gate,down}_proj`` or
-``lm_head``. Per-tensor scalars live in the JSON meta: ``w_scale`` (s_w / 127 as a PF
-``[mant, exp]``), ``gain_frac``, ``pre_frac``; plus the model config, ``embedding_frac``,
-``g_norm_frac`` per layer and ``numerics_version``.
+``layout.py`` specifies what the sections and meta entries mean (and reads them back for the
+golden model); ``image.py`` the container. Every value is checked against the field the
+gateware takes it in as it is computed, so a checkpoint that cannot run on the hardware
+fails here, naming its tensor and value (``layout.FieldError``), not later on a board.
 
 Quantize once, from latent weights: codes and absmean scale come from ``model.ternarize``
 on the checkpoint's latent weights, the same function the float model runs.
@@ -33,55 +15,56 @@ on the checkpoint's latent weights, the same function the float model runs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import layout as L
 from . import numerics as N
-from .config import ConfigError, HGRNBitConfig
-from .golden import BitLinearWeights
-from .image import ImageError, read_image, write_image
-from .numerics import PF
+from .image import write_image
+from .layout import FieldError, model_from_image
 
-CODE_BITS = {0: 0b00, 1: 0b01, -1: 0b11}
-
-
-def pack_codes(codes: np.ndarray) -> np.ndarray:
-    """int8 codes [N, K] in {-1, 0, 1} -> uint8 [N, ceil(K/4)], 2 bits each, LSB first."""
-    n, k = codes.shape
-    padded = np.zeros((n, -(-k // 4) * 4), dtype=np.uint8)
-    padded[:, :k] = codes.astype(np.int64) & 0b11          # two's complement in 2 bits
-    p = padded.reshape(n, -1, 4)
-    return (p[..., 0] | p[..., 1] << 2 | p[..., 2] << 4 | p[..., 3] << 6).astype(np.uint8)
+# The RMSNorm in front of each BitLinear role (its gain becomes ``{W}.pre``).
+_PRE_NORM = {"i_proj": "attn_norm", "f_proj": "attn_norm", "g_proj": "attn_norm",
+             "gate_proj": "mlp_norm"}
 
 
-def unpack_codes(packed: np.ndarray, k: int, name: str = "codes") -> np.ndarray:
-    fields = np.stack([(packed >> s) & 0b11 for s in (0, 2, 4, 6)], axis=-1)
-    fields = fields.reshape(packed.shape[0], -1)
-    if np.any(fields == 0b10):
-        raise ImageError(f"{name}: invalid ternary code 0b10")
-    if np.any(fields[:, k:]):
-        raise ImageError(f"{name}: non-zero padding codes")
-    return np.where(fields[:, :k] == 0b11, -1, fields[:, :k]).astype(np.int8)
+def _checkpoint_names(w: L.BitLinearSpec) -> tuple[str, str | None]:
+    """(checkpoint prefix, preceding RMSNorm or None) of an image BitLinear."""
+    if w.layer is None:
+        names = "lm_head", "model.norm"
+    else:
+        pre = _PRE_NORM.get(w.role)
+        names = f"model.{w.name}", None if pre is None else f"model.layers.{w.layer}.{pre}"
+    assert (names[1] is not None) == w.has_pre
+    return names
 
 
-# -- export ------------------------------------------------------------------------------------
+def _gain_block(g: np.ndarray, kind: str, source: str) -> tuple[np.ndarray, int]:
+    """``numerics.gain_block(g)``, refused where its frac does not fit the field that the
+    gateware takes a ``kind`` (a ``layout.FRAC_FIELDS`` key) in."""
+    try:
+        q, frac = N.gain_block(g)
+    except ValueError as e:
+        raise FieldError(f"cannot export {source}: {e}") from None
+    peak = float(np.max(np.abs(g))) if g.size else 0.0
+    return q, L.check_frac(kind, frac, f"cannot export {source} (peak |value| {peak:g})")
 
-def _bitlinears(config: HGRNBitConfig):
-    """(image name, checkpoint prefix, preceding norm or None) of every BitLinear, in order."""
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}"
-        for proj in ("i_proj", "f_proj", "g_proj"):
-            yield f"layers.{i}.attn.{proj}", f"{p}.attn.{proj}", f"{p}.attn_norm"
-        yield f"layers.{i}.attn.o_proj", f"{p}.attn.o_proj", None
-        yield f"layers.{i}.mlp.gate_proj", f"{p}.mlp.gate_proj", f"{p}.mlp_norm"
-        yield f"layers.{i}.mlp.down_proj", f"{p}.mlp.down_proj", None
-    yield "lm_head", "lm_head", "model.norm"
+
+def _w_scale(s: float, source: str) -> list[int]:
+    """s_w / 127 as a PF, refused where its exponent does not fit the gateware's."""
+    try:
+        pf = N.pf_from_float(s / N.ACT_MAX)
+    except ValueError as e:
+        raise FieldError(f"cannot export {source}: weight scale {e}") from None
+    return list(L.check_pf(pf, f"cannot export {source} (weight scale {s:g})"))
 
 
 def export_model(model, tokenizer_json: bytes) -> tuple[dict, dict[str, np.ndarray | bytes]]:
-    """A float ``HGRNBitForCausalLM`` -> (meta, tensors) of the image."""
+    """A float ``HGRNBitForCausalLM`` -> (meta, tensors) of the image.
+
+    Raises ``layout.FieldError`` for a value that does not fit its gateware field.
+    """
     import torch
 
     from .model import ternarize
@@ -92,32 +75,38 @@ def export_model(model, tokenizer_json: bytes) -> tuple[dict, dict[str, np.ndarr
     per_tensor: dict[str, dict] = {}
 
     emb = sd["model.embeddings.weight"].double().numpy()
-    emb_q, emb_frac = N.gain_block(emb)        # same int16 block format as the gains
-    tensors["embedding"] = emb_q
+    # same int16 block format as the gains
+    tensors[L.EMBEDDING], emb_frac = _gain_block(emb, "embedding_frac", "model.embeddings.weight")
 
     with torch.no_grad():
         lbs = model.model.forget_lower_bounds()
     layer_meta = []
     for i in range(config.num_hidden_layers):
         lb = np.zeros(config.input_dim) if lbs is None else lbs[i].double().numpy()
-        tensors[f"layers.{i}.lower_bound"] = np.round(lb * N.GATE_ONE).astype(np.uint32)
-        gn, gn_frac = N.gain_block(sd[f"model.layers.{i}.attn.g_norm.weight"].double().numpy())
-        tensors[f"layers.{i}.g_norm"] = gn
+        lb = np.round(lb * N.GATE_ONE)
+        L.check_lower_bound(lb, f"cannot export model.lower_bounds, layer {i}")
+        tensors[L.lower_bound_section(i)] = lb.astype(L.LOWER_BOUND_DTYPE)
+        source = f"model.layers.{i}.attn.g_norm.weight"
+        tensors[L.g_norm_section(i)], gn_frac = _gain_block(sd[source].double().numpy(),
+                                                            "g_norm_frac", source)
         layer_meta.append({"g_norm_frac": gn_frac})
 
-    for name, prefix, pre in _bitlinears(config):
+    for w in L.bitlinear_specs(config):
+        prefix, pre = _checkpoint_names(w)
         codes, s = ternarize(sd[f"{prefix}.weight"])
-        tensors[f"{name}.codes"] = pack_codes(codes.numpy())
-        g = sd[f"{prefix}.norm.weight"].double().numpy()
-        entry = {"w_scale": list(N.pf_from_float(float(s) / N.ACT_MAX)), "k": codes.shape[1]}
+        tensors[w.codes] = L.pack_codes(codes.numpy())
+        source = f"{prefix}.norm.weight"
+        g = sd[source].double().numpy()
+        entry = {"w_scale": _w_scale(float(s), f"{prefix}.weight"), "k": codes.shape[1]}
         if pre is not None:
             gp = sd[f"{pre}.weight"].double().numpy()
-            tensors[f"{name}.pre"], entry["pre_frac"] = N.gain_block(gp)
+            tensors[w.pre], entry["pre_frac"] = _gain_block(gp, "pre_frac", f"{pre}.weight")
             g = g * gp
-        tensors[f"{name}.gain"], entry["gain_frac"] = N.gain_block(g)
-        per_tensor[name] = entry
+            source = f"the folded gain {source} x {pre}.weight"
+        tensors[w.gain], entry["gain_frac"] = _gain_block(g, "gain_frac", source)
+        per_tensor[w.name] = entry
 
-    tensors["tokenizer"] = bytes(tokenizer_json)
+    tensors[L.TOKENIZER] = bytes(tokenizer_json)
     meta = {
         "format": "mmfree-fpga model image",
         "numerics_version": N.NUMERICS_VERSION,
@@ -142,100 +131,6 @@ def export_checkpoint(folder: str | Path, out: str | Path) -> dict:
     write_image(out, meta, tensors)
     return {"image": str(out), "bytes": Path(out).stat().st_size,
             "ternary_weights": layout.ternary_weights, "sections": len(tensors)}
-
-
-# -- the golden model's view ------------------------------------------------------------------
-
-@dataclass
-class LayerWeights:
-    i_proj: BitLinearWeights
-    f_proj: BitLinearWeights
-    g_proj: BitLinearWeights
-    o_proj: BitLinearWeights
-    gate_proj: BitLinearWeights
-    down_proj: BitLinearWeights
-    lower_bound: np.ndarray
-    g_norm: np.ndarray
-    g_norm_frac: int
-
-
-@dataclass
-class ModelLayout:
-    config: HGRNBitConfig
-    embedding: np.ndarray
-    embedding_frac: int
-    layers: list[LayerWeights]
-    lm_head: BitLinearWeights
-    tokenizer_json: bytes
-    ternary_weights: int
-
-
-def model_from_image(image) -> ModelLayout:
-    """An image (path, or (meta, tensors)) -> checked weights for the golden model.
-
-    Raises ImageError for anything the golden model cannot hold: another numerics version,
-    an invalid config, a missing tensor, a shape that disagrees with the config, a dot
-    product longer than the formats are proven for, an invalid ternary code.
-    """
-    meta, tensors = read_image(image) if isinstance(image, str | Path) else image
-    where = str(image) if isinstance(image, str | Path) else "image"
-    if meta.get("numerics_version") != N.NUMERICS_VERSION:
-        raise ImageError(f"{where}: numerics version {meta.get('numerics_version')!r}, "
-                         f"this golden model implements {N.NUMERICS_VERSION}")
-    try:
-        config = HGRNBitConfig.from_dict(meta["config"])
-        bl = meta["bitlinear"]
-        d, n, v = config.hidden_size, config.input_dim, config.vocab_size
-        inter = config.mlp_intermediate_size
-        if max(d, n, inter) > N.MAX_K:
-            raise ImageError(f"{where}: a dimension exceeds {N.MAX_K}, the longest vector "
-                             "the number formats are proven for")
-
-        def get(name, shape, dtype):
-            if name not in tensors:
-                raise ImageError(f"{where}: missing section {name!r}")
-            t = tensors[name]
-            if t.shape != shape or t.dtype != dtype:
-                raise ImageError(f"{where}: section {name!r} is {t.dtype}{list(t.shape)}, "
-                                 f"the config needs {np.dtype(dtype)}{list(shape)}")
-            return t
-
-        def weights(name, n_out, k, has_pre):
-            e = bl[name]
-            codes = unpack_codes(get(f"{name}.codes", (n_out, -(-k // 4)), np.uint8), k,
-                                 f"{where}: {name}.codes")
-            pre = get(f"{name}.pre", (k,), np.int16) if has_pre else None
-            return BitLinearWeights(codes, PF(*e["w_scale"]),
-                                    get(f"{name}.gain", (k,), np.int16), e["gain_frac"],
-                                    pre, e.get("pre_frac", 0))
-
-        layers = []
-        for i in range(config.num_hidden_layers):
-            a, m = f"layers.{i}.attn", f"layers.{i}.mlp"
-            layers.append(LayerWeights(
-                weights(f"{a}.i_proj", n, d, True), weights(f"{a}.f_proj", n, d, True),
-                weights(f"{a}.g_proj", n, d, True), weights(f"{a}.o_proj", d, n, False),
-                weights(f"{m}.gate_proj", 2 * inter, d, True),
-                weights(f"{m}.down_proj", d, inter, False),
-                get(f"layers.{i}.lower_bound", (n,), np.uint32).astype(np.int64),
-                get(f"layers.{i}.g_norm", (n,), np.int16).astype(np.int64),
-                meta["layers"][i]["g_norm_frac"]))
-            if np.any(layers[-1].lower_bound > N.GATE_ONE):
-                raise ImageError(f"{where}: layers.{i}.lower_bound above 1.0")
-        lm_head = weights("lm_head", v, d, True)
-        emb = get("embedding", (v, d), np.int16)
-        tok = tensors.get("tokenizer")
-        if not isinstance(tok, bytes):
-            raise ImageError(f"{where}: missing or non-blob section 'tokenizer'")
-    except ConfigError as e:
-        raise ImageError(f"{where}: {e}") from None
-    except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ImageError(f"{where}: meta is missing or has a bad entry ({e!r})") from None
-    ternary = sum(w.codes.size for layer in layers for w in
-                  (layer.i_proj, layer.f_proj, layer.g_proj, layer.o_proj, layer.gate_proj,
-                   layer.down_proj)) + lm_head.codes.size
-    return ModelLayout(config, emb, int(meta["embedding_frac"]), layers, lm_head,
-                       tok, ternary)
 
 
 def image_info(path: str | Path) -> str:

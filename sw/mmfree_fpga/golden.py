@@ -1,7 +1,8 @@
 """The golden model: exactly what the hardware computes, bit for bit, in NumPy integers.
 
-It reads the exported image (``export.py``), never the float model, so it sees what the
-board sees. One function per hardware unit, each the contract for its gateware test:
+It reads the exported image (``layout.model_from_image``), never the float model, so it
+sees what the board sees. One function per hardware unit, each the contract for its
+gateware test:
 
 ==================  =====================================================================
 ``ternary_matvec``  ternary accumulate engine: int8 activations x {-1,0,1} codes -> int32
@@ -27,6 +28,7 @@ import math
 import numpy as np
 
 from . import numerics as N
+from .layout import BitLinearWeights, model_from_image
 from .numerics import PF
 
 # -- units -----------------------------------------------------------------------------------
@@ -117,36 +119,32 @@ def argmax(logits: np.ndarray) -> int:
     return int(np.argmax(logits))
 
 
+def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest logits, largest first, ties to the lower token id: (ids, logits).
+
+    ``topk(l, 1)[0][0] == argmax(l)``. The core returns these per token and the host samples
+    from them, so every backend gives the same candidates.
+    """
+    if not 1 <= k <= len(logits):
+        raise ValueError(f"top-k needs 1 <= k <= {len(logits)}, got {k}")
+    ids = np.lexsort((np.arange(len(logits)), -logits.astype(np.int64)))[:k]
+    return ids, logits[ids]
+
+
 # -- the token step ----------------------------------------------------------------------------
-
-class BitLinearWeights:
-    """One ternary layer from the image: codes [N, K] int8, the weight scale, folded gains."""
-
-    def __init__(self, codes, w_scale: PF, gain, gain_frac, pre, pre_frac):
-        self.codes = codes
-        self.w_scale = w_scale
-        self.gain, self.gain_frac = gain.astype(np.int64), gain_frac
-        self.pre = None if pre is None else pre.astype(np.int64)
-        self.pre_frac = pre_frac
-        # A faster, equal path: float32 BLAS is exact here (|acc| < 2^24, tested equal).
-        self.codes_f32 = codes.astype(np.float32)
-        assert codes.shape[1] * 128 < 1 << 24
-
-    def matvec(self, q: np.ndarray, fast: bool) -> np.ndarray:
-        if fast:
-            return (self.codes_f32 @ q.astype(np.float32)).astype(np.int64)
-        return ternary_matvec(self.codes, q)
-
 
 class GoldenModel:
     """The token step composed from the units, with the recurrent state kept on chip."""
 
     def __init__(self, image, fast: bool = True):
-        from .export import model_from_image  # the image knows its own layout
-
         self.layout = model_from_image(image)
         self.config = self.layout.config
         self.fast = fast
+        # A faster, equal path: float32 BLAS is exact here (|acc| < 2^24, tested equal).
+        self._codes_f32 = {}
+        for _, w in self.layout.bitlinears():
+            assert w.codes.shape[1] * 128 < 1 << 24
+            self._codes_f32[id(w)] = w.codes.astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -157,10 +155,17 @@ class GoldenModel:
         if inv_rms is None:
             inv_rms = rms_rsqrt(u, w.pre, w.pre_frac)
         q, act_max = absmax_quantize(u, w.gain, w.gain_frac)
-        return dequantize(w.matvec(q, self.fast), act_max, inv_rms, w.w_scale)
+        return dequantize(self.matvec(w, q), act_max, inv_rms, w.w_scale)
 
-    def step(self, token: int) -> np.ndarray:
-        """Advance one token; returns the logits in X (Q15.16) as int64."""
+    def matvec(self, w: BitLinearWeights, q: np.ndarray) -> np.ndarray:
+        """``ternary_matvec(w.codes, q)``, by float32 BLAS when ``fast``."""
+        if self.fast:
+            return (self._codes_f32[id(w)] @ q.astype(np.float32)).astype(np.int64)
+        return ternary_matvec(w.codes, q)
+
+    def step(self, token: int, trace: list | None = None) -> np.ndarray:
+        """Advance one token; returns the logits in X (Q15.16) as int64. ``trace``, if given,
+        gets a copy of x after each layer (what the compiled program's TRACEs report)."""
         L = self.layout
         if not 0 <= token < self.config.vocab_size:
             raise ValueError(f"token {token} outside the vocabulary")
@@ -176,6 +181,8 @@ class GoldenModel:
             gu = self.bitlinear(layer.gate_proj, x)
             gate, up = np.split(gu, 2)
             x = residual_add(x, self.bitlinear(layer.down_proj, glu(gate, up)))
+            if trace is not None:
+                trace.append(x.copy())
         return self.bitlinear(L.lm_head, x)
 
 

@@ -24,7 +24,7 @@ X_MIN, X_MAX = -(1 << (X_BITS - 1)), (1 << (X_BITS - 1)) - 1
 
 # -- Activations and accumulators ------------------------------------------------------------
 ACT_MIN, ACT_MAX = -128, 127   # int8 codes, absmax per token (127 at the largest magnitude)
-ACC_BITS = 32                  # |acc| <= 128 * K  <  2^31 for K <= 2^23 (MAX_K)
+ACC_BITS = 32                  # |acc| <= 128 * K <= 2^22 at MAX_K: int32 has room to spare
 MAX_K = 1 << 15                # longest dot product / norm length the formats are proven for
 
 # -- Ternary weight codes: 2 bits each ------------------------------------------------------
@@ -34,6 +34,13 @@ CODE_INVALID = 0b10                                # never written; refused when
 
 # -- Gains (per-channel RMSNorm weights, folded): int16 block floating point ------------------
 GAIN_BITS = 16                 # value = g / 2^frac, one frac per vector, chosen at export
+# The gateware takes a gain's frac unsigned: the norm units' field (pre_frac, gain_frac; the
+# embedding's frac, same block format) is GAIN_FRAC_BITS wide, the MLGRU's gn_frac
+# GN_FRAC_BITS. The exporter and the image reader check every frac against its field.
+GAIN_FRAC_BITS = 6
+GAIN_FRAC_MAX = (1 << GAIN_FRAC_BITS) - 1     # 0 .. 63
+GN_FRAC_BITS = 5
+GN_FRAC_MAX = (1 << GN_FRAC_BITS) - 1         # 0 .. 31
 
 # -- Gate format: sigmoid outputs, forget gates, lower bounds --------------------------------
 GATE_FRAC = 24                 # unsigned Q0.24
@@ -50,14 +57,12 @@ SIGMOID_TABLE = np.array(
 
 # -- Scalars: pseudo-float ------------------------------------------------------------------
 PF_BITS = 16                   # mantissa in [2^15, 2^16) (or 0); value = mant * 2^exp
+PF_EXP_BITS = 8                # the exponent on the gateware's wires: signed, truncated there
+PF_EXP_MIN, PF_EXP_MAX = -(1 << (PF_EXP_BITS - 1)), (1 << (PF_EXP_BITS - 1)) - 1
 
 # -- Normalization of a vector before squaring / quantizing -----------------------------------
 NORM_BITS = 24                 # vectors are rescaled to 24 significant bits to quantize ...
 SQ_BITS = 23                   # ... and to at most 23 to square: K * (2^23)^2 < 2^63
-
-# -- Reciprocal and reciprocal square root: table + one Newton step ---------------------------
-RECIP_TABLE_BITS = 8
-RSQRT_TABLE_BITS = 8
 
 
 class PF(NamedTuple):
@@ -179,6 +184,30 @@ def decode_codes(c: np.ndarray) -> np.ndarray:
     return np.where(c == CODE_NEG, -1, c).astype(np.int8)
 
 
+CODES_PER_BYTE = 8 // CODE_BITS
+
+
+def pack_code_bytes(c: np.ndarray) -> np.ndarray:
+    """2-bit codes ``[..., 4m]`` -> bytes ``[..., m]``: 4 codes a byte, the first in the low
+    bits (the order of the image's codes sections and of the engine's words)."""
+    c = np.asarray(c, dtype=np.uint8)
+    if c.shape[-1] % CODES_PER_BYTE:
+        raise ValueError(f"{c.shape[-1]} codes do not fill whole bytes")
+    p = c.reshape(*c.shape[:-1], -1, CODES_PER_BYTE)
+    out = np.zeros(p.shape[:-1], dtype=np.uint8)
+    for i in range(CODES_PER_BYTE):
+        out |= p[..., i] << (CODE_BITS * i)
+    return out
+
+
+def unpack_code_bytes(b: np.ndarray) -> np.ndarray:
+    """Bytes ``[..., m]`` -> their 2-bit codes ``[..., 4m]`` (uint8), invalid ones included."""
+    b = np.asarray(b, dtype=np.uint8)
+    mask = (1 << CODE_BITS) - 1
+    fields = np.stack([(b >> (CODE_BITS * i)) & mask for i in range(CODES_PER_BYTE)], axis=-1)
+    return fields.reshape(*b.shape[:-1], -1)
+
+
 def engine_words(t: np.ndarray, lanes: int) -> np.ndarray:
     """A ternary matrix ``t`` [N, K] in the order the engine streams it, as bytes.
 
@@ -188,16 +217,15 @@ def engine_words(t: np.ndarray, lanes: int) -> np.ndarray:
     Returns uint8 ``[ceil(N/lanes) * K, lanes/4]``, each word's bytes little-endian
     (``int.from_bytes(row, "little")`` is the word as the gateware sees it).
     """
-    if lanes % 4:
+    if lanes % CODES_PER_BYTE:
         raise ValueError("lanes must be a multiple of 4 (a word is whole bytes)")
     n, k = t.shape
     groups = -(-n // lanes)
     codes = np.zeros((groups * lanes, k), dtype=np.uint8)
     codes[:n] = encode_codes(t)
     # [groups, lanes, K] -> [groups, K, lanes]: one word per (group, column)
-    words = codes.reshape(groups, lanes, k).transpose(0, 2, 1).reshape(groups * k, lanes // 4, 4)
-    return (words[..., 0] | words[..., 1] << 2 | words[..., 2] << 4
-            | words[..., 3] << 6).astype(np.uint8)
+    return pack_code_bytes(codes.reshape(groups, lanes, k).transpose(0, 2, 1)
+                           .reshape(groups * k, lanes))
 
 
 def engine_word_ints(t: np.ndarray, lanes: int) -> list[int]:
@@ -228,7 +256,12 @@ def silu(z: np.ndarray) -> np.ndarray:
 
 
 def gain_block(g: np.ndarray) -> tuple[np.ndarray, int]:
-    """Export-time: float gains -> (int16 values, frac) using the full 16-bit range."""
+    """Export-time: float gains -> (int16 values, frac) using the full 16-bit range.
+
+    ``frac`` is at most 30; a peak of 2^15 or more gives ``frac < 0``, which is a valid
+    number here but fits no gateware field (``GAIN_FRAC_BITS``, ``GN_FRAC_BITS``): the
+    exporter checks it against the field the value travels in.
+    """
     peak = float(np.max(np.abs(g))) if g.size else 0.0
     if not math.isfinite(peak):
         raise ValueError("non-finite gain")
