@@ -1,4 +1,6 @@
-"""``make sim``: the cocotb regression (tests/test_sim_*.py), one summary line per unit."""
+"""``make sim``: the cocotb regression (tests/test_sim_*.py), one summary line per unit file,
+with the results (vectors, scalars, output beats) its benches checked against the golden
+model, per unit (``tb.report``, carried by each test's ``checked`` property)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Summary:
     def __init__(self):
-        self.counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0, "s": 0.0})
+        self.counts = defaultdict(lambda: {"passed": 0, "failed": 0, "skipped": 0, "s": 0.0,
+                                           "checked": defaultdict(int)})
 
     def pytest_runtest_logreport(self, report):
         unit = Path(report.nodeid.split("::")[0]).stem.removeprefix("test_sim_")
@@ -22,6 +25,10 @@ class Summary:
         if report.when == "call":
             c[report.outcome] += 1
             c["s"] += report.duration
+            for name, value in report.user_properties:
+                if name == "checked":
+                    for what, n in value.items():
+                        c["checked"][what] += n
         elif report.failed:
             c["failed"] += 1
 
@@ -35,8 +42,10 @@ def main() -> int:
     print()
     for unit, c in sorted(summary.counts.items()):
         skipped = f", {c['skipped']} skipped" if c["skipped"] else ""
+        checked = ", ".join(f"{what} {n:,}" for what, n in sorted(c["checked"].items()))
+        checked = f"; results checked: {checked}" if checked else ""
         print(f"sim {unit:<12} {c['passed']} passed, {c['failed']} failed{skipped} "
-              f"({c['s']:.0f} s)")
+              f"({c['s']:.0f} s){checked}")
     print(f"sim total {time.monotonic() - t0:.0f} s")
     return int(rc)
 

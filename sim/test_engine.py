@@ -1,42 +1,61 @@
 """cocotb bench: TernaryEngine against golden.ternary_matvec, one acc beat per row group.
 
+Weight words come from ``numerics.engine_word_ints`` (the project's one packing of 2-bit
+codes into engine words), and many products use the shipped model's exported codes
+(``models/default.mmf``: slices of every projection of every layer; the full matrices in
+the ``full`` suite). ``k`` and ``groups`` carry their values only while a vector's first
+``act`` beat is offered; on every other cycle the bench drives random garbage on them (the
+docstring: both are sampled with the first beat only).
+
 Suites (MMF_PARAMS ``suite``):
 
 - ``random``: corner products (all-zero codes, all +1 / all -1 against q = 127 and -128,
   a single non-zero, alternating signs, K = 1, K = max_k), then random products (K in
-  16..64, 1..8 row groups per vector, uniform / sparse / dense codes) until ``groups``
-  row groups, under one of ``tb.PATTERNS`` (gaps on ``act`` and ``weights``, back-pressure
-  on ``acc``).
-- ``full``: the default model's shapes at full rate: a 256 x 256 product alone, four
-  256 x 256 products back to back, and down_proj (256 x 768). Logs cycles against the
+  1..15, below and around RESULT_TURNAROUND, or 16..64; 1..8 row groups per vector;
+  uniform / sparse / dense / the model's codes) until ``groups`` row groups, back to back,
+  under one of ``tb.PATTERNS`` (gaps on ``act`` and ``weights``, back-pressure on ``acc``).
+- ``full``: the default model's matrices at full rate: i_proj (256 x 256) alone, four
+  256 x 256 projections back to back, and down_proj (256 x 768). Logs cycles against the
   ideal ``d * d / lanes`` and checks the steady state reaches 95 % of it (it is exact:
   one word per cycle, plus the pipeline latency once).
+
+The ``timing`` test asserts the docstring's figures (see there).
 """
 
 import random
+from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
-from tb import PATTERNS, StreamSink, StreamSource, params, start, to_signed
+from tb import PATTERNS, StreamSink, StreamSource, idle, params, report, start, to_signed
 
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
 from mmfree_hw.engine import TernaryEngine
 
-BITS = {0: 0b00, 1: 0b01, -1: 0b11}
 LATENCY = TernaryEngine.LATENCY
+TURNAROUND = TernaryEngine.RESULT_TURNAROUND
+DOC_LATENCY, DOC_TURNAROUND = 5, 6      # the docstring's numbers
+WEIGHTS_AFTER_LOAD = 2                  # "weights.ready rises 2 cycles after the last act beat"
+MODEL = Path(__file__).resolve().parents[1] / "sw" / "mmfree_fpga" / "models" / "default.mmf"
+PROJECTIONS = ["i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj"]
 
 
-def weight_words(codes: np.ndarray, lanes: int) -> list[int]:
-    """codes [groups * lanes, K] -> words: group by group, column by column, lane l at 2l."""
-    bits = np.where(codes == 1, BITS[1], np.where(codes == -1, BITS[-1], 0)).astype(object)
-    shifts = np.array([1 << 2 * lane for lane in range(lanes)], dtype=object)
-    out = []
-    for g in range(codes.shape[0] // lanes):
-        block = bits[g * lanes:(g + 1) * lanes]            # [lanes, K]
-        out += list(shifts @ block)
-    return [int(w) for w in out]
+def model_codes() -> list[np.ndarray]:
+    """The shipped model's ternary codes, int8 [N, K], every projection of every layer."""
+    if not hasattr(model_codes, "cache"):
+        layout = G.GoldenModel(str(MODEL)).layout
+        model_codes.cache = [getattr(layer, name).codes for layer in layout.layers
+                             for name in PROJECTIONS]
+    return model_codes.cache
+
+
+def model_slice(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    """``rows`` rows and ``k`` consecutive columns of one of the model's matrices."""
+    codes = model_codes()[int(rng.integers(len(model_codes())))]
+    r = rng.choice(codes.shape[0], size=rows, replace=rows > codes.shape[0])
+    c = int(rng.integers(codes.shape[1] - k + 1))
+    return codes[np.sort(r), c:c + k].astype(np.int64)
 
 
 def lanes_of(beat: int, lanes: int) -> list[int]:
@@ -65,18 +84,26 @@ def corner_products(lanes: int, max_k: int, rng: np.random.Generator):
 
 
 def random_products(lanes: int, max_k: int, groups: int, rng: np.random.Generator):
+    """Random products until ``groups`` row groups: a third with K < 16 (K = 2..5 take
+    RESULT_TURNAROUND cycles per group), a third on the model's own codes."""
     out, total = [], 0
     while total < groups:
-        k = int(rng.integers(min(16, max_k), min(64, max_k) + 1))
+        if rng.random() < 1 / 3:
+            k = int(rng.integers(1, min(15, max_k) + 1))
+        else:
+            k = int(rng.integers(min(16, max_k), min(64, max_k) + 1))
         g = int(min(rng.integers(1, 9), groups - total))
-        kind = rng.choice(["uniform", "sparse", "dense", "extreme"])
+        kind = rng.choice(["uniform", "sparse", "dense", "extreme", "model", "model"])
         if kind == "extreme":
             q = rng.choice(np.array([-128, 127, -1, 0, 1]), size=k)
         else:
             q = rng.integers(-128, 128, size=k)
-        p_zero = {"uniform": 1 / 3, "sparse": 0.9, "dense": 0.0, "extreme": 0.3}[kind]
-        sign = rng.choice(np.array([-1, 1]), size=(g * lanes, k))
-        codes = np.where(rng.random((g * lanes, k)) < p_zero, 0, sign)
+        if kind == "model":
+            codes = model_slice(rng, g * lanes, k)
+        else:
+            p_zero = {"uniform": 1 / 3, "sparse": 0.9, "dense": 0.0, "extreme": 0.3}[kind]
+            sign = rng.choice(np.array([-1, 1]), size=(g * lanes, k))
+            codes = np.where(rng.random((g * lanes, k)) < p_zero, 0, sign)
         out.append((q, codes))
         total += g
     return out
@@ -85,24 +112,20 @@ def random_products(lanes: int, max_k: int, groups: int, rng: np.random.Generato
 class Monitor:
     """Cycle numbers of accepted beats on each stream (for the throughput figures)."""
 
-    def __init__(self, dut):
-        self.dut = dut
-        self.cycle = 0
-        self.act, self.weights, self.acc = [], [], []
-        cocotb.start_soon(self._run())
+    def __init__(self, engine):
+        self.engine = engine
 
-    async def _run(self):
-        d = self.dut
-        while True:
-            await ReadOnly()
-            if d.act__valid.value and d.act__ready.value:
-                self.act.append(self.cycle)
-            if d.weights__valid.value and d.weights__ready.value:
-                self.weights.append(self.cycle)
-            if d.acc__valid.value and d.acc__ready.value:
-                self.acc.append(self.cycle)
-            await RisingEdge(d.clk)
-            self.cycle += 1
+    @property
+    def act(self):
+        return self.engine.act.accepted
+
+    @property
+    def weights(self):
+        return self.engine.weights.accepted
+
+    @property
+    def acc(self):
+        return self.engine.sink.monitor.transfers
 
 
 class Engine:
@@ -111,35 +134,51 @@ class Engine:
     def __init__(self, dut, lanes, valid_prob=1.0, ready_prob=1.0, seed=0):
         rng = random.Random(seed)
         self.dut, self.lanes = dut, lanes
+        self.garbage = random.Random(rng.randrange(1 << 30))
         self.sink = StreamSink(dut, "acc", ready_prob, seed=rng.randrange(1 << 30))
         self.act = StreamSource(dut, "act", valid_prob, seed=rng.randrange(1 << 30))
         self.weights = StreamSource(dut, "weights", valid_prob, seed=rng.randrange(1 << 30))
+        self.checked = 0
 
-    async def run(self, products) -> int:
-        """Stream (q, codes) products through; check every acc beat against the golden."""
-        dut, lanes = self.dut, self.lanes
+    def config(self, k: int, groups: int):
+        """The ``drive`` hook of the act source: k and groups while the first beat is
+        offered, garbage on every other cycle."""
+        dut, rng = self.dut, self.garbage
+        k_bits, g_bits = len(dut.k), len(dut.groups)
 
-        async def feed_activations():
-            for q, codes in products:
-                # k and groups are sampled with a vector's first act beat.
-                dut.k.value = len(q)
-                dut.groups.value = codes.shape[0] // lanes
-                await self.act.send([int(v) & 0xFF for v in q])
+        def drive(i):
+            if i == 0:
+                dut.k.value, dut.groups.value = k, groups
+            else:
+                dut.k.value, dut.groups.value = rng.getrandbits(k_bits), rng.getrandbits(g_bits)
+        return drive
 
+    async def feed_activations(self, products):
+        for q, codes in products:
+            await self.act.send([int(v) & 0xFF for v in q],
+                                drive=self.config(len(q), codes.shape[0] // self.lanes))
+
+    async def feed_weights(self, products):
+        await self.weights.send([w for _, codes in products
+                                 for w in N.engine_word_ints(codes, self.lanes)])
+
+    async def run(self, products, weights: bool = True) -> int:
+        """Stream (q, codes) products through; check every acc beat against the golden,
+        and that no beat follows the last expected one."""
+        lanes = self.lanes
         first = len(self.sink.beats)
-        cocotb.start_soon(feed_activations())
-        cocotb.start_soon(self.weights.send([w for _, codes in products
-                                             for w in weight_words(codes, lanes)]))
+        cocotb.start_soon(self.feed_activations(products))
+        if weights:
+            cocotb.start_soon(self.feed_weights(products))
         want = [list(G.ternary_matvec(codes, q)[g * lanes:(g + 1) * lanes])
                 for q, codes in products for g in range(codes.shape[0] // lanes)]
-        beats = (await self.sink.wait_for(first + len(want)))[first:]
-        for _ in range(2 * LATENCY):                  # nothing more may come out
-            await RisingEdge(dut.clk)
-        assert len(self.sink.beats) == first + len(want), "extra acc beats"
+        await self.sink.expect_no_more(first + len(want), 2 * LATENCY + TURNAROUND)
+        beats = self.sink.beats[first:]
         mismatches = [(i, got, w) for i, (beat, w) in enumerate(zip(beats, want, strict=True))
                       if (got := lanes_of(beat, lanes)) != w]
         assert not mismatches, (f"{len(mismatches)} of {len(want)} wrong, "
                                 f"first: {mismatches[:2]}")
+        self.checked += len(want)
         return len(want)
 
 
@@ -151,24 +190,27 @@ async def suite_random(dut, p):
     products = corners + random_products(lanes, max_k, p["groups"], rng)
     engine = Engine(dut, lanes, valid_prob, ready_prob, p.get("seed", 0))
     n = await engine.run(products)
+    ks = sorted({len(q) for q, _ in products})
     words = sum(codes.size // lanes for _, codes in products)
-    dut._log.info("engine lanes=%d: %d row groups (%d corner products), %d weight words, "
-                  "bit-exact (%s)", lanes, n, len(corners), words, pattern)
+    report(dut, "engine", n, f"acc beats (row groups) of {len(products)} products "
+           f"({len(corners)} corner), lanes={lanes}, K in {ks[0]}..{ks[-1]} "
+           f"({len(ks)} values), {words} weight words, bit-exact, {pattern}")
 
 
 async def suite_full(dut, p):
     lanes, d, seed = p["lanes"], 256, p.get("seed", 0)
     rng = np.random.default_rng(seed)
+    layer = G.GoldenModel(str(MODEL)).layout.layers[0]
 
-    def product(rows, k):
-        return rng.integers(-128, 128, size=k), rng.integers(-1, 2, size=(rows, k))
+    def product(codes):
+        return rng.integers(-128, 128, size=codes.shape[1]), codes.astype(np.int64)
 
     ideal = d * d // lanes
     engine = Engine(dut, lanes, seed=seed)          # full rate, no back-pressure
-    mon = Monitor(dut)
+    mon = Monitor(engine)
 
     # One d x d product on its own: its K activations load, then d * d / lanes words.
-    await engine.run([product(d, d)])
+    await engine.run([product(layer.i_proj.codes)])
     alone = mon.acc[-1] - mon.act[0] + 1
     compute = mon.acc[-1] - mon.weights[0] + 1
     dut._log.info("%dx%d lanes=%d alone: %d cycles first weight -> last acc beat, ideal %d: "
@@ -178,9 +220,10 @@ async def suite_full(dut, p):
     assert compute == ideal + LATENCY
 
     # Back to back: each vector loads into the free bank while the previous one runs.
-    n = 4
+    square = [layer.i_proj.codes, layer.f_proj.codes, layer.g_proj.codes, layer.o_proj.codes]
+    n = len(square)
     first_act, first_word = len(mon.act), len(mon.weights)
-    await engine.run([product(d, d) for _ in range(n)])
+    await engine.run([product(c) for c in square])
     accepted = mon.weights[first_word:]
     steady = mon.acc[-1] - accepted[0] + 1
     total = mon.acc[-1] - mon.act[first_act] + 1
@@ -193,11 +236,12 @@ async def suite_full(dut, p):
 
     # down_proj: 256 outputs from the 768-long GLU vector.
     first_word = len(mon.weights)
-    await engine.run([product(d, 768)])
+    await engine.run([product(layer.down_proj.codes)])
     cycles = mon.acc[-1] - mon.weights[first_word] + 1
     dut._log.info("down_proj 256x768 lanes=%d: %d cycles first weight -> last acc beat "
                   "(ideal %d)", lanes, cycles, d * 768 // lanes)
     assert cycles == d * 768 // lanes + LATENCY
+    report(dut, "engine", engine.checked, f"acc beats of the model's matrices, lanes={lanes}")
 
 
 @cocotb.test()
@@ -205,3 +249,81 @@ async def engine(dut):
     p = params()
     await start(dut)
     await {"random": suite_random, "full": suite_full}[p.get("suite", "random")](dut, p)
+
+
+@cocotb.test()
+async def timing(dut):
+    """The docstring's figures, no gaps and no back-pressure unless stated:
+
+    - an isolated product of G groups: its first word is accepted 2 cycles after its last
+      act beat; each acc beat is valid LATENCY (5) cycles after the edge that accepted its
+      group's last word; groups finish max(K, RESULT_TURNAROUND (6)) cycles apart, so the
+      product takes K + 5 + (G - 1) max(K, 6) cycles from its first word to its last acc
+      beat: G K + 5 for K >= 6, 6 cycles per group for K = 1..5;
+    - products back to back (K >= 6): one word per cycle, no bubble between vectors;
+    - a blocked ``acc`` stops ``weights`` at the next group's last column (2K - 1 words);
+    - ``act.ready`` is low while both banks hold a vector (2 vectors load, a third waits).
+    """
+    p = params()
+    lanes = p["lanes"]
+    rng = np.random.default_rng(p.get("seed", 3))
+    assert (LATENCY, TURNAROUND) == (DOC_LATENCY, DOC_TURNAROUND)
+    await start(dut)
+    engine = Engine(dut, lanes, seed=3)
+    mon = Monitor(engine)
+
+    def product(k, groups):
+        return rng.integers(-128, 128, size=k), model_slice(rng, groups * lanes, k)
+
+    figures = []
+    for k in [*range(1, 17), 31, 64]:
+        for groups in (1, 3):
+            a0, w0, c0 = len(mon.act), len(mon.weights), len(mon.acc)
+            await engine.run([product(k, groups)])
+            act, words = mon.act[a0:], mon.weights[w0:]
+            acc = engine.sink.monitor.presented[c0:]
+            lasts = [words[(g + 1) * k - 1] for g in range(groups)]
+            latency = sorted({b - a for a, b in zip(lasts, acc, strict=True)})
+            spacing = sorted({b - a for a, b in zip(acc, acc[1:], strict=False)})
+            figures.append((k, groups, words[0] - act[-1], latency, spacing,
+                            acc[-1] - words[0] + 1))
+    dut._log.info("engine timing (K, G, load -> first word, latency, group spacing, total "
+                  "cycles): %s", figures)
+    for k, groups, load, latency, spacing, total in figures:
+        per_group = max(k, TURNAROUND)
+        assert load == WEIGHTS_AFTER_LOAD, (k, groups, load)
+        assert latency == [LATENCY], (k, groups, latency)
+        assert spacing == ([per_group] if groups > 1 else []), (k, groups, spacing)
+        assert total == k + LATENCY + (groups - 1) * per_group, (k, groups, total)
+        if k >= TURNAROUND:
+            assert total == groups * k + LATENCY
+
+    # Back to back, K >= 6: one word per cycle across vectors.
+    w0 = len(mon.weights)
+    products = [product(int(rng.integers(6, 40)), int(rng.integers(1, 4))) for _ in range(6)]
+    await engine.run(products)
+    words = mon.weights[w0:]
+    assert words == list(range(words[0], words[0] + len(words))), "a bubble between vectors"
+
+    # A blocked acc: group 0's K words and group 1's first K - 1, then weights stop.
+    k = 8
+    engine.sink.ready_prob = 0.0
+    w0 = len(mon.weights)
+    blocked = cocotb.start_soon(engine.run([product(k, 3)]))
+    await idle(dut, 3 * k + 40)
+    stopped = len(mon.weights) - w0
+    engine.sink.ready_prob = 1.0
+    await blocked
+    # Two vectors fill both banks; a third waits (no weights yet), then all three run.
+    a0 = len(mon.act)
+    products = [product(k, 1) for _ in range(3)]
+    held = cocotb.start_soon(engine.run(products, weights=False))
+    await idle(dut, 3 * k + 40)
+    loaded = len(mon.act) - a0
+    cocotb.start_soon(engine.feed_weights(products))
+    await held
+    dut._log.info("engine: with acc blocked %d words accepted (K = %d); with no weights "
+                  "%d act beats loaded (K = %d)", stopped, k, loaded, k)
+    assert stopped == 2 * k - 1
+    assert loaded == 2 * k
+    report(dut, "engine", engine.checked, f"timing, lanes={lanes}")

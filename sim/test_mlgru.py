@@ -5,6 +5,10 @@ with random and corner-case operands, random gaps and random back-pressure.
 Every o beat is compared; the state is checked through the o beats of later tokens (o
 depends on the new h, which depends on the stored one). Parameters (MMF_PARAMS): pattern,
 n, max_channels, layers (<= max_channels // n), max_tokens, transactions, seed.
+
+``timing`` asserts the docstring's latency and throughput at full rate: every o beat
+``LATENCY`` (35) cycles after its i beat, one channel per cycle for n >= MIN_DISTANCE (8),
+and one vector per n + MIN_DISTANCE - 1 cycles below that (the input interlock).
 """
 
 import random
@@ -12,11 +16,11 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from tb import PATTERNS, StreamSink, StreamSource, pack, params, start, to_signed
+from tb import PATTERNS, StreamSink, StreamSource, pack, params, report, start, to_signed
 
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
-from mmfree_hw.mlgru import MLGRUBeat
+from mmfree_hw.mlgru import MLGRUBeat, MLGRUUnit
 
 X_ONE = 1 << N.X_FRAC
 X_CORNERS = [0, 1, -1, N.X_MAX, N.X_MIN, N.X_MAX - 1, N.X_MIN + 1, X_ONE, -X_ONE,
@@ -172,10 +176,10 @@ async def sequences(dut):
         await drive(dut, source, consts, steps, n)
         want += expected(consts, steps, cov)
         count += 1
-    beats = await sink.wait_for(len(want))
-    compare(dut, beats, want, "sequences")
-    dut._log.info("mlgru: %d channel-transactions in %d sequences bit-exact (n=%d, %s)",
-                  len(want), count, n, p.get("pattern", "both"))
+    await sink.expect_no_more(len(want), 2 * MLGRUUnit(max_channels).LATENCY)
+    compare(dut, sink.beats, want, "sequences")
+    report(dut, "mlgru", len(want), f"o beats of {count} sequences, bit-exact, n={n}, "
+           f"{p.get('pattern', 'both')}")
     dut._log.info("mlgru: corner cases hit: %s", cov)
     if p.get("check_coverage"):
         missed = [name for name, hits in cov.items() if not hits]
@@ -210,5 +214,45 @@ async def reset_mid_vector(dut):
     consts, steps = stim.sequence(1, 3)
     await drive(dut, source, consts, steps, n)
     want = expected(consts, steps)
-    beats = await sink.wait_for(mark + len(want))
-    compare(dut, beats[mark:], want, "after reset")
+    await sink.expect_no_more(mark + len(want), 2 * MLGRUUnit(p["max_channels"]).LATENCY)
+    compare(dut, sink.beats[mark:], want, "after reset")
+    report(dut, "mlgru", len(want), "after a reset mid-vector")
+
+
+DOC_LATENCY = 35            # the docstring: "35 with a 6-cycle Sigmoid and 4-cycle products"
+DOC_MIN_DISTANCE = 8        # "one channel per cycle for n >= MIN_DISTANCE (8)"
+
+
+@cocotb.test()
+async def timing(dut):
+    """No gaps, no back-pressure. n = 16: three tokens back to back are taken one channel
+    per cycle, each o beat exactly LATENCY cycles after the edge that accepted its i beat.
+    n = 3 (< MIN_DISTANCE): the interlock holds each vector's first beat, so vectors start
+    n + MIN_DISTANCE - 1 cycles apart, and the latency stays LATENCY."""
+    p = params()
+    unit = MLGRUUnit(p["max_channels"])
+    assert unit.LATENCY == DOC_LATENCY and unit.MIN_DISTANCE == DOC_MIN_DISTANCE, \
+        (unit.LATENCY, unit.MIN_DISTANCE)
+    rng = random.Random(11)
+    await start(dut)
+    sink = StreamSink(dut, "o")
+    source = StreamSource(dut, "i")
+    want, checked = [], 0
+    for n, tokens in ((16, 3), (3, 5)):
+        stim = Stimulus(rng, n)
+        consts, steps = stim.sequence(1, tokens)
+        first = len(source.accepted)
+        await drive(dut, source, consts, steps, n)
+        want += expected(consts, steps)
+        await sink.expect_no_more(len(want), 2 * unit.LATENCY)
+        t_in, t_out = source.accepted[first:], sink.monitor.transfers[first:]
+        latencies = sorted({b - a for a, b in zip(t_in, t_out, strict=True)})
+        starts = [t_in[v * n] for v in range(tokens)]
+        periods = sorted({b - a for a, b in zip(starts, starts[1:], strict=False)})
+        dut._log.info("mlgru n=%d: latency %s cycles (LATENCY %d), a vector every %s cycles",
+                      n, latencies, unit.LATENCY, periods)
+        assert latencies == [unit.LATENCY]
+        assert periods == [n if n >= unit.MIN_DISTANCE else n + unit.MIN_DISTANCE - 1]
+        checked += n * tokens
+    compare(dut, sink.beats, want, "timing")
+    report(dut, "mlgru", checked, "timing")
