@@ -8,8 +8,11 @@ import struct
 import numpy as np
 from amaranth.sim import Simulator
 
+from mmfree_fpga.commands import COUNTERS, RecordType
 from mmfree_fpga.isa import Space
-from mmfree_hw.core import COUNTERS, REC_ERROR, REC_RESULT, REC_TRACE, Core
+from mmfree_hw.core import Core
+
+REC_TRACE, REC_RESULT, REC_ERROR = RecordType.TRACE, RecordType.RESULT, RecordType.ERROR
 
 
 def parse_records(raw: bytes):

@@ -1,35 +1,66 @@
 """The accelerator core: a sequencer that runs the ISA's program (``mmfree_fpga.isa``) for one
-token at a time on the datapath units, with the vector scratchpad, the parameter and
-embedding memories and the weight memory on chip.
+token at a time on the datapath units, with the vector scratchpad, the parameter, embedding
+and weight memories on chip.
 
-This first core issues one instruction at a time (as the paper's core did): every unit's
-work is the instruction's, and the next instruction starts when the last result has been
-written. That is the ISA's sequential semantics taken literally, so the core is correct by
-construction of its parts; the overlap that the ISA allows (``isa.py``, "Semantics") is the
-next step, and the cycle counters below say where the time goes.
+Four pipes run at once, each one instruction at a time, fed in program order by one issue
+stage:
 
-Ports (every one a stream, except ``counters`` and ``busy``):
+=======  ================================  =================================================
+pipe     instructions                      path
+=======  ================================  =================================================
+RMS      RMS                               gather (SCRATCH, PARAMS) -> RmsRsqrt -> R[reg]
+QUANT    QUANT                             gather -> AbsmaxQuantize -> the engine's
+                                           activation bank, its scale -> the queue
+MATVEC   MATVEC                            WEIGHTS -> engine -> lane serializer ->
+                                           Dequantize -> SCRATCH (STORE; ADD: + the old
+                                           value, saturated) or the top-k cells
+VECTOR   EMBED, MLGRU, GLU, ADD, TRACE     gather -> unit -> SCRATCH or the record stream
+=======  ================================  =================================================
 
-- ``run``: In, :data:`RunBeat` per token: the token id, ``k_run`` (candidates wanted, 0
+So RMS and QUANT of one vector read it side by side, the QUANT of the next projection fills
+the engine's free bank while a MATVEC runs, and vector work overlaps the engine. The ISA's
+semantics are sequential; the pipes keep them element by element ("chaining", as vector
+machines do): every pipe reads and writes its vectors in order, so an element may be read
+once every *earlier* instruction still running has written it (and must not be written
+before every earlier one has read or written it). A gather or a scatter whose next
+address is still pending in an earlier pipe waits a cycle; nothing else is interlocked
+except MATVEC on an earlier RMS of its register (the dequantizer takes ``R`` as the MATVEC
+starts). The MLGRU thus runs behind the g_proj outputs, the norms of o behind the MLGRU,
+the GLU behind the up half of gate_proj, and the residual stream's norms behind the
+fused residual add.
+
+Ports (every one a stream, except ``counters``, ``busy`` and the host read ports):
+
+- ``run``: In, :func:`run_beat` per token: the token id, ``k_run`` (candidates wanted, 0
   for a prompt token) and ``last`` (the command's last token). The core runs the program
   from PROGRAM address 0 until END (or SKIP_UNLESS_LAST when ``k_run`` = 0).
-- ``reset_state``: In, one beat: the next token starts a sequence (the MLGRU takes h = 0),
-  the activation queue is emptied and an error state is cleared.
+- ``reset_state``: In, one beat while idle: the next token starts a sequence (the MLGRU
+  takes h = 0), the activation queue is emptied and an error state is cleared.
 - ``records``: Out, bytes: the token's TRACE, RESULT and ERROR records, exactly as
-  ``mmfree_fpga.commands`` specifies them.
+  ``mmfree_fpga.commands`` specifies them (the command processor adds DONE).
 - ``token_done``: Out, one beat per token after its records: ``ok`` = 0 after an error.
-- ``host``: memory access for the command processor, only while no token runs
-  (:class:`HostPort`): writes to every space but STATE, reads of every space but
-  WEIGHTS and STATE (the MLGRU unit keeps the state; the weight memory has no read port
-  for the host: the host checks what it wrote with the compiler's own image).
-- ``counters``: Out, ``len(COUNTERS)`` x 32 bits, stable while no token runs;
-  ``reset_counters``: In, one beat zeroes them.
+- host access, only while no token runs: ``wr_<space>`` streams (addr, data) for WEIGHTS,
+  PARAMS, EMBED, SCRATCH and PROGRAM; ``rd_<space>_addr`` / ``rd_<space>_data`` for
+  PARAMS, EMBED, SCRATCH and PROGRAM, data one cycle after the address. STATE lives in the
+  MLGRU unit and WEIGHTS has no host read port.
+- ``counters``: Out, ``commands.COUNTERS`` x 32 bits, stable while no token runs;
+  ``reset_counters``: In, one beat (while idle) zeroes them.
 - ``busy``: Out, high while a token runs.
 
+Counters, one of the four categories each running cycle: ``ENGINE_BUSY`` (the engine took
+a weight word), ``ENGINE_WAIT_WEIGHTS`` (it could have and none was there),
+``WAIT_VECTOR`` (otherwise, while a pipe works: the engine waits for codes, the
+dequantizer, a vector unit or an element another pipe has not written yet),
+``SEQUENCER`` (no pipe busy: fetch, decode, checks); ``CYCLES`` is their sum.
+
 Errors are found at issue, before an instruction has any effect (the checks are the
-reference executor's, ``compiler/execute.py``): the core emits an ERROR record (code, pc),
-ends the token with ``ok`` = 0 and answers every later token the same way until
-``reset_state``.
+reference executor's, ``compiler/execute.py``, in its order): the core lets the earlier
+instructions finish, emits an ERROR record (code, pc), ends the token with ``ok`` = 0 and
+answers every later token the same way until ``reset_state``.
+
+Memory ports: SCRATCH has six read ports (RMS, QUANT, MATVEC's ADD, three for the vector
+pipe) and two write ports (MATVEC, vector pipe); PARAMS four read ports. A simulator
+takes them as they are; an FPGA build needs them banked or replicated (the boards issue).
 """
 
 from __future__ import annotations
@@ -42,27 +73,111 @@ from amaranth.utils import ceil_log2
 
 from mmfree_fpga import isa
 from mmfree_fpga import numerics as N
+from mmfree_fpga.commands import COUNTERS, RecordType
 from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import ErrorCode, MatvecMode, Opcode, Space
 
 from .elementwise import ElementwiseUnit, Op
 from .engine import TernaryEngine
 from .mlgru import MLGRUUnit
-from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt, scales_layout
+from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
 from .pipeline import round_half, round_shift_var
 from .scalar import PFloat
 
-#: The counters, in the order the host reads them (``commands.COUNTERS`` names the same).
-COUNTERS = ("CYCLES", "ENGINE_BUSY", "ENGINE_WAIT_WEIGHTS", "WAIT_VECTOR", "SEQUENCER",
-            "INSTRUCTIONS", "TOKENS")
-
-# Record types (commands.py defines them for the host; the values are the protocol's).
-REC_TRACE, REC_RESULT, REC_ERROR = 0x01, 0x02, 0x04
+RMS_P, QNT_P, MV_P, VEC_P = range(4)          # the pipes
+NPIPES = 4
 
 
 def run_beat(cfg: CoreConfig) -> data.StructLayout:
     return data.StructLayout({"token": unsigned(isa.ROWS_BITS),
                               "k_run": range(cfg.max_topk + 1), "last": 1})
+
+
+class _Gather:
+    """Reads ``base[k] + j`` of each port for j < len, in order, into a FIFO whose credits
+    cover the one-cycle read latency (back-pressure never drops an element)."""
+
+    def __init__(self, m: Module, name: str, s_ports, p_ports=(), e_port=None,
+                 abits=None):
+        self.m, self.name = m, name
+        sa, pa, ea = abits
+        self.base_s = [Signal(sa + 1, name=f"{name}_base_s{i}") for i in range(len(s_ports))]
+        self.use_s = [Signal(name=f"{name}_use_s{i}") for i in range(len(s_ports))]
+        self.base_p = [Signal(pa + 1, name=f"{name}_base_p{i}") for i in range(len(p_ports))]
+        self.base_e = Signal(ea + 1, name=f"{name}_base_e")
+        self.length = Signal(isa.LEN_BITS + 1, name=f"{name}_len")
+        self.j = Signal(isa.LEN_BITS + 1, name=f"{name}_j")
+        self.start = Signal(name=f"{name}_start")
+        self.active = Signal(name=f"{name}_active")
+        self.blocked = Signal(name=f"{name}_blocked")   # an earlier pipe still writes there
+        fields = {f"s{i}": 32 for i in range(len(s_ports))}
+        fields |= {f"p{i}": 32 for i in range(len(p_ports))}
+        if e_port is not None:
+            fields["e0"] = 16
+        self.layout = data.StructLayout(fields)
+        m.submodules[f"{name}_fifo"] = self.fifo = fifo.SyncFIFOBuffered(
+            width=self.layout.size, depth=4)
+        self.out = data.View(self.layout, self.fifo.r_data)
+        issue, inflight = Signal(name=f"{name}_issue"), Signal(name=f"{name}_inflight")
+        self.issue = issue
+        m.d.comb += issue.eq(self.active & (self.j < self.length) & ~self.blocked
+                             & (self.fifo.level + inflight < 3))
+        m.d.sync += inflight.eq(issue)
+        with m.If(self.start):
+            m.d.sync += [self.j.eq(0), self.active.eq(1)]
+        with m.Elif(issue):
+            m.d.sync += self.j.eq(self.j + 1)
+        words = [p.data for p in s_ports] + [p.data for p in p_ports]
+        if e_port is not None:
+            words.append(e_port.data)
+        m.d.comb += [self.fifo.w_en.eq(inflight), self.fifo.w_data.eq(Cat(*words))]
+        self.s_ports, self.p_ports, self.e_port = s_ports, p_ports, e_port
+
+    def drive_addresses(self):
+        m = self.m
+        for port, base in zip(self.s_ports, self.base_s, strict=True):
+            m.d.comb += port.addr.eq(base + self.j)
+        for port, base in zip(self.p_ports, self.base_p, strict=True):
+            m.d.comb += port.addr.eq(base + self.j)
+        if self.e_port is not None:
+            m.d.comb += self.e_port.addr.eq(self.base_e + self.j)
+
+    def reads(self):
+        """(used, base, end, next): the SCRATCH ranges still to be read."""
+        return [(use, base, base + self.length, base + self.j)
+                for use, base in zip(self.use_s, self.base_s, strict=True)]
+
+
+class _Scatter:
+    """Writes ``dst + w`` for w = 0, 1, ... through one SCRATCH write port."""
+
+    def __init__(self, m: Module, name: str, port, sa: int):
+        self.m = m
+        self.dst = Signal(sa + 1, name=f"{name}_dst")
+        self.length = Signal(isa.ROWS_BITS + 1, name=f"{name}_len")
+        self.w = Signal(isa.ROWS_BITS + 1, name=f"{name}_w")
+        self.active = Signal(name=f"{name}_active")     # this pipe writes SCRATCH now
+        self.en, self.value = Signal(name=f"{name}_en"), Signal(32, name=f"{name}_value")
+        self.blocked = Signal(name=f"{name}_blocked")   # an earlier pipe reads/writes there
+        self.start = Signal(name=f"{name}_start")
+        self.port = port
+        with m.If(self.start):
+            m.d.sync += self.w.eq(0)
+        with m.Elif(self.en):
+            m.d.sync += self.w.eq(self.w + 1)
+
+    def drive(self):
+        m = self.m
+        m.d.comb += [self.port.addr.eq(self.dst + self.w), self.port.data.eq(self.value),
+                     self.port.en.eq(self.en)]
+
+    @property
+    def can(self):
+        return ~self.blocked
+
+    def pending(self):
+        """(used, start, end) of the SCRATCH range not yet written."""
+        return (self.active, self.dst + self.w, self.dst + self.length)
 
 
 class Core(wiring.Component):
@@ -91,13 +206,12 @@ class Core(wiring.Component):
             **host,
         })
 
-    # -- helpers ---------------------------------------------------------------------------
-
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
         glog = ceil_log2(lanes)
+        sa, pa, ea = (self.abits[s] for s in (Space.SCRATCH, Space.PARAMS, Space.EMBED))
 
         # -- memories ----------------------------------------------------------------------
         def mem(space, shape):
@@ -105,36 +219,24 @@ class Core(wiring.Component):
                 shape=shape, depth=cfg.size(space), init=[])
             return mm
 
-        m_prog = mem(Space.PROGRAM, isa.WORD_BITS)
-        m_par = mem(Space.PARAMS, 32)
-        m_emb = mem(Space.EMBED, 16)
-        m_scr = mem(Space.SCRATCH, 32)
+        m_prog, m_par = mem(Space.PROGRAM, isa.WORD_BITS), mem(Space.PARAMS, 32)
+        m_emb, m_scr = mem(Space.EMBED, 16), mem(Space.SCRATCH, 32)
         m_wgt = mem(Space.WEIGHTS, cfg.word_bits)
-
-        def host_write(mm, space):
-            port = mm.write_port()
-            s = getattr(self, f"wr_{space.name.lower()}")
+        for mm, space in ((m_prog, Space.PROGRAM), (m_par, Space.PARAMS),
+                          (m_emb, Space.EMBED), (m_wgt, Space.WEIGHTS)):
+            port, s = mm.write_port(), getattr(self, f"wr_{space.name.lower()}")
             m.d.comb += [s.ready.eq(~self.busy), port.addr.eq(s.payload.addr),
                          port.data.eq(s.payload.data), port.en.eq(s.valid & ~self.busy)]
-            return port
-
-        host_write(m_prog, Space.PROGRAM)
-        host_write(m_par, Space.PARAMS)
-        host_write(m_emb, Space.EMBED)
-        host_write(m_wgt, Space.WEIGHTS)
-        scr_host_wr = self.wr_scratch
-
         prog_rd = m_prog.read_port()
-        par_rd = [m_par.read_port() for _ in range(2)]
-        emb_rd = m_emb.read_port()
-        scr_rd = [m_scr.read_port() for _ in range(3)]
-        scr_wr = m_scr.write_port()
         wgt_rd = m_wgt.read_port()
+        emb_rd = m_emb.read_port()
+        scr_rd = {n: m_scr.read_port() for n in ("rms", "quant", "mv", "v0", "v1", "v2")}
+        par_rd = {n: m_par.read_port() for n in ("rms", "quant", "v0", "v1")}
+        scr_wr = {n: m_scr.write_port() for n in ("mv", "vec")}
 
         # -- units -------------------------------------------------------------------------
         flush = Signal()                     # reset_state: empty the activation queue
-        max_groups = -(-cfg.max_rows // lanes)
-        engine = TernaryEngine(lanes, cfg.max_k, max_groups)
+        engine = TernaryEngine(lanes, cfg.max_k, -(-cfg.max_rows // lanes))
         m.submodules.engine = ResetInserter(flush)(engine)
         m.submodules.rms = rms = RmsRsqrt(cfg.max_k)
         m.submodules.quant = quant = AbsmaxQuantize(cfg.max_k)
@@ -143,72 +245,242 @@ class Core(wiring.Component):
         m.submodules.mlgru = mlgru = MLGRUUnit(cfg.state_words)
         m.submodules.elem = elem = ElementwiseUnit()
 
-        # activation queue: (m, k, rows) per vector in the engine's banks
-        qlayout = data.StructLayout({"m": PFloat, "k": unsigned(isa.LEN_BITS),
-                                     "rows": unsigned(isa.ROWS_BITS)})
-        mq = fifo.SyncFIFOBuffered(width=qlayout.size, depth=isa.QUEUE_DEPTH)
+        # the activation queue's scales, one per vector in the engine's banks
+        mq = fifo.SyncFIFOBuffered(width=data.Layout.cast(PFloat).size, depth=isa.QUEUE_DEPTH)
         m.submodules.mq = ResetInserter(flush)(mq)
-        mq_head = data.View(qlayout, mq.r_data)
-        mq_count = Signal(range(isa.QUEUE_DEPTH + 1))
 
         # -- sequencer state ---------------------------------------------------------------
         ir = Signal(isa.WORD_BITS)
         pc = Signal(range(cfg.program_words + 1))
         token = Signal(isa.ROWS_BITS)
         k_run = Signal(range(cfg.max_topk + 1))
-        last_tok = Signal()
         first = Signal(init=1)               # the next token starts a sequence
         halted = Signal()
-        err_code = Signal(8)
-        err_pc = Signal(16)
+        err_code, err_pc = Signal(8), Signal(16)
         ran_topk = Signal()
         regs = Signal(data.ArrayLayout(PFloat, isa.NUM_REGS))
         opcode = ir[:isa.OPCODE_BITS]
+        # the architectural activation queue (the sequential machine's, for the checks)
+        aq_count = Signal(range(isa.QUEUE_DEPTH + 1))
+        aq_k = [Signal(isa.LEN_BITS, name=f"aq_k{i}") for i in range(isa.QUEUE_DEPTH)]
+        aq_rows = [Signal(isa.ROWS_BITS, name=f"aq_rows{i}") for i in range(isa.QUEUE_DEPTH)]
 
-        def f(op, name):
+        busy = Signal(NPIPES)
+        earlier = [Signal(NPIPES, name=f"earlier{p}") for p in range(NPIPES)]
+        pir = [Signal(isa.WORD_BITS, name=f"ir{p}") for p in range(NPIPES)]
+        go = Signal(NPIPES)                  # dispatch strobe per pipe
+        done = Signal(NPIPES)                # completion strobe per pipe
+
+        def field(word, op, name):
             fl = isa.FIELDS[op][name]
-            v = ir[fl.offset:fl.offset + fl.width]
+            v = word[fl.offset:fl.offset + fl.width]
             return v.as_signed() if fl.signed else v
 
-        def pf(op, name):
+        def f(op, name):
+            return field(ir, op, name)
+
+        def pf(word, op, name, tag):
             mant, exp = isa.PF_FIELDS[name]
-            val = Signal(PFloat, name=f"{op.name.lower()}_{name}")
-            m.d.comb += [val.mant.eq(f(op, mant)), val.exp.eq(f(op, exp))]
+            val = Signal(PFloat, name=f"{tag}_{name}")
+            m.d.comb += [val.mant.eq(field(word, op, mant)), val.exp.eq(field(word, op, exp))]
             return val
 
-        # -- gather: read up to 3 SCRATCH, 2 PARAMS and 1 EMBED words at base + j, in order,
-        # into a FIFO (credits cover the read latency, so back-pressure never drops one) -----
-        g_base_s = [Signal(self.abits[Space.SCRATCH] + 1, name=f"g_base_s{i}") for i in range(3)]
-        g_base_p = [Signal(self.abits[Space.PARAMS] + 1, name=f"g_base_p{i}") for i in range(2)]
-        g_base_e = Signal(self.abits[Space.EMBED] + 1)
-        g_len, g_j = Signal(isa.LEN_BITS + 1), Signal(isa.LEN_BITS + 1)
-        g_start = Signal()
-        g_active = Signal()
-        glayout = data.StructLayout({"s0": 32, "s1": 32, "s2": 32, "p0": 32, "p1": 32,
-                                     "e0": 16})
-        m.submodules.gfifo = gfifo = fifo.SyncFIFOBuffered(width=glayout.size, depth=4)
-        g_out = data.View(glayout, gfifo.r_data)
-        g_issue, g_inflight = Signal(), Signal()
-        m.d.comb += g_issue.eq(g_active & (g_j < g_len) & (gfifo.level + g_inflight < 3))
-        m.d.sync += g_inflight.eq(g_issue)
-        with m.If(g_start):
-            m.d.sync += [g_j.eq(0), g_active.eq(1)]
-        with m.Elif(g_issue):
-            m.d.sync += g_j.eq(g_j + 1)
-        m.d.comb += [gfifo.w_en.eq(g_inflight),
-                     gfifo.w_data.eq(Cat(scr_rd[0].data, scr_rd[1].data, scr_rd[2].data,
-                                         par_rd[0].data, par_rd[1].data, emb_rd.data))]
+        # -- gathers and scatters ----------------------------------------------------------
+        abits = (sa, pa, ea)
+        g_rms = _Gather(m, "g_rms", [scr_rd["rms"]], [par_rd["rms"]], abits=abits)
+        g_qnt = _Gather(m, "g_qnt", [scr_rd["quant"]], [par_rd["quant"]], abits=abits)
+        g_mv = _Gather(m, "g_mv", [scr_rd["mv"]], abits=abits)
+        g_vec = _Gather(m, "g_vec", [scr_rd["v0"], scr_rd["v1"], scr_rd["v2"]],
+                        [par_rd["v0"], par_rd["v1"]], emb_rd, abits=abits)
+        sc_mv = _Scatter(m, "sc_mv", scr_wr["mv"], sa)
+        sc_vec = _Scatter(m, "sc_vec", scr_wr["vec"], sa)
+        gathers = {RMS_P: g_rms, QNT_P: g_qnt, MV_P: g_mv, VEC_P: g_vec}
+        scatters = {MV_P: sc_mv, VEC_P: sc_vec}
 
-        # -- scatter: SCRATCH[dst + j] = value, in order ------------------------------------
-        s_dst = Signal(self.abits[Space.SCRATCH] + 1)
-        s_j = Signal(isa.ROWS_BITS + 1)
-        s_en, s_val = Signal(), Signal(32)
-        with m.If(s_en):
-            m.d.sync += s_j.eq(s_j + 1)
+        # chaining: an element waits for every earlier pipe's pending write (and a write
+        # for every earlier pipe's pending read) of its address
+        def inside(addr, rng):
+            use, lo, hi = rng
+            return use & (addr >= lo) & (addr < hi)
 
-        # -- weight reader: WEIGHTS[waddr + j] for j < G * k into a FIFO to the engine -------
-        w_base = Signal(self.abits[Space.WEIGHTS] + 1)
-        w_len, w_j = Signal(32), Signal(32)
+        for p, g in gathers.items():
+            hits = []
+            for q, sc in scatters.items():
+                if q == p:
+                    continue
+                for use, base, _end, _nxt in g.reads():
+                    hits.append(earlier[p][q] & use & inside(base + g.j, sc.pending()))
+            m.d.comb += g.blocked.eq(Cat(*hits).any() if hits else 0)
+        for p, sc in scatters.items():
+            addr = sc.dst + sc.w
+            hits = []
+            for q in range(NPIPES):
+                if q == p:
+                    continue
+                for use, _base, end, nxt in gathers[q].reads():
+                    hits.append(earlier[p][q] & inside(addr, (use & gathers[q].active,
+                                                              nxt, end)))
+                if q in scatters:
+                    hits.append(earlier[p][q] & inside(addr, scatters[q].pending()))
+            m.d.comb += sc.blocked.eq(Cat(*hits).any() if hits else 0)
+
+        # host access while idle; the pipes' addresses while running
+        m.d.comb += [prog_rd.addr.eq(Mux(self.busy, pc, self.rd_program_addr)),
+                     self.rd_program_data.eq(prog_rd.data),
+                     self.rd_params_data.eq(par_rd["v0"].data),
+                     self.rd_embed_data.eq(emb_rd.data),
+                     self.rd_scratch_data.eq(scr_rd["v0"].data),
+                     self.wr_scratch.ready.eq(~self.busy)]
+        for g in (g_rms, g_qnt, g_mv):
+            g.drive_addresses()
+        sc_mv.drive()
+        with m.If(self.busy):
+            g_vec.drive_addresses()
+            sc_vec.drive()
+        with m.Else():
+            m.d.comb += [scr_rd["v0"].addr.eq(self.rd_scratch_addr),
+                         par_rd["v0"].addr.eq(self.rd_params_addr),
+                         emb_rd.addr.eq(self.rd_embed_addr),
+                         scr_wr["vec"].addr.eq(self.wr_scratch.payload.addr),
+                         scr_wr["vec"].data.eq(self.wr_scratch.payload.data),
+                         scr_wr["vec"].en.eq(self.wr_scratch.valid)]
+
+        # -- record emitter: up to 8 bytes of a value, LSB first; one client at a time -----
+        em_sh, em_left = Signal(64), Signal(4)
+        em_load, em_val, em_n, em_ready = Signal(), Signal(64), Signal(4), Signal()
+        m.d.comb += [self.records.valid.eq(em_left != 0), self.records.payload.eq(em_sh[:8]),
+                     em_ready.eq((em_left == 0) | ((em_left == 1) & self.records.ready))]
+        with m.If(em_load):
+            m.d.sync += [em_sh.eq(em_val), em_left.eq(em_n)]
+        with m.Elif(self.records.valid & self.records.ready):
+            m.d.sync += [em_sh.eq(em_sh >> 8), em_left.eq(em_left - 1)]
+        em_vec = {"load": Signal(), "val": Signal(64), "n": Signal(4)}
+        em_mv = {"load": Signal(), "val": Signal(64), "n": Signal(4)}
+        em_seq = {"load": Signal(), "val": Signal(64), "n": Signal(4)}
+        for client in (em_vec, em_mv, em_seq):
+            with m.If(client["load"]):
+                m.d.comb += [em_load.eq(1), em_val.eq(client["val"]), em_n.eq(client["n"])]
+
+        # -- counters ----------------------------------------------------------------------
+        cnt = {name: Signal(32, name=f"cnt_{name.lower()}") for name in COUNTERS}
+        inc = {name: Signal(name=f"inc_{name.lower()}") for name in COUNTERS}
+        m.d.comb += self.reset_counters.ready.eq(~self.busy)
+        for i, name in enumerate(COUNTERS):
+            m.d.comb += self.counters[i].eq(cnt[name])
+            with m.If(self.reset_counters.valid & ~self.busy):
+                m.d.sync += cnt[name].eq(0)
+            with m.Elif(inc[name]):
+                m.d.sync += cnt[name].eq(cnt[name] + 1)
+        took = engine.weights.valid & engine.weights.ready
+        starved = busy[MV_P] & engine.weights.ready & ~engine.weights.valid
+        m.d.comb += [inc["CYCLES"].eq(self.busy), inc["ENGINE_BUSY"].eq(took),
+                     inc["ENGINE_WAIT_WEIGHTS"].eq(~took & starved),
+                     inc["WAIT_VECTOR"].eq(self.busy & ~took & ~starved & busy.any()),
+                     inc["SEQUENCER"].eq(self.busy & ~busy.any())]
+
+        # -- pipe bookkeeping --------------------------------------------------------------
+        for p in range(NPIPES):
+            with m.If(go[p]):
+                m.d.sync += [busy[p].eq(1), pir[p].eq(ir),
+                             earlier[p].eq(busy & ~done)]
+            with m.Elif(done[p]):
+                m.d.sync += busy[p].eq(0)
+            for q in range(NPIPES):
+                if q != p:
+                    with m.If(done[q] & ~go[p]):
+                        m.d.sync += earlier[p][q].eq(0)
+
+        # ==================================================================================
+        # RMS pipe: R[reg] = rms_rsqrt(S[src:+len], P[gain:+len] or 1, frac)
+        # ==================================================================================
+        w = pir[RMS_P]
+        op = Opcode.RMS
+        m.d.comb += [rms.i.payload.u.eq(g_rms.out.s0), rms.i.payload.g.eq(g_rms.out.p0[:16]),
+                     rms.i.valid.eq(g_rms.fifo.r_rdy), g_rms.fifo.r_en.eq(rms.i.ready),
+                     rms.cfg.payload.k.eq(field(w, op, "len")),
+                     rms.cfg.payload.a_frac.eq(field(w, op, "frac")),
+                     rms.cfg.payload.no_gain.eq(field(w, op, "no_gain")),
+                     rms.cfg.payload.sqrt_k.eq(pf(w, op, "sqrt_k", "rms")),
+                     g_rms.use_s[0].eq(1)]
+        with m.FSM(name="rms_pipe"):
+            with m.State("IDLE"):
+                with m.If(go[RMS_P]):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.sync += [g_rms.base_s[0].eq(field(w, op, "src")),
+                             g_rms.base_p[0].eq(field(w, op, "gain")),
+                             g_rms.length.eq(field(w, op, "len"))]
+                m.d.comb += g_rms.start.eq(1)
+                m.next = "CFG"
+            with m.State("CFG"):
+                m.d.comb += rms.cfg.valid.eq(1)
+                with m.If(rms.cfg.ready):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += rms.o.ready.eq(1)
+                with m.If(rms.o.valid):
+                    m.d.sync += [regs[field(w, op, "reg")].eq(rms.o.payload),
+                                 g_rms.active.eq(0)]
+                    m.d.comb += done[RMS_P].eq(1)
+                    m.next = "IDLE"
+
+        # ==================================================================================
+        # QUANT pipe: codes into the engine's free bank, the scale into the queue
+        # ==================================================================================
+        w = pir[QNT_P]
+        op = Opcode.QUANT
+        q_got_q, q_got_s = Signal(), Signal()
+        m.d.comb += [quant.i.payload.u.eq(g_qnt.out.s0),
+                     quant.i.payload.g.eq(g_qnt.out.p0[:16]),
+                     quant.i.valid.eq(g_qnt.fifo.r_rdy), g_qnt.fifo.r_en.eq(quant.i.ready),
+                     quant.cfg.payload.k.eq(field(w, op, "len")),
+                     quant.cfg.payload.g_frac.eq(field(w, op, "frac")),
+                     engine.act.valid.eq(quant.q.valid),
+                     engine.act.payload.eq(quant.q.payload.q),
+                     quant.q.ready.eq(engine.act.ready),
+                     # the engine samples k and the row groups with a vector's first code
+                     engine.k.eq(field(w, op, "len")),
+                     engine.groups.eq((field(w, op, "rows") + lanes - 1) >> glog),
+                     mq.w_data.eq(quant.scale.payload),
+                     g_qnt.use_s[0].eq(1)]
+        with m.FSM(name="quant_pipe"):
+            with m.State("IDLE"):
+                with m.If(go[QNT_P]):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.sync += [g_qnt.base_s[0].eq(field(w, op, "src")),
+                             g_qnt.base_p[0].eq(field(w, op, "gain")),
+                             g_qnt.length.eq(field(w, op, "len")),
+                             q_got_q.eq(0), q_got_s.eq(0)]
+                m.d.comb += g_qnt.start.eq(1)
+                m.next = "CFG"
+            with m.State("CFG"):
+                m.d.comb += quant.cfg.valid.eq(1)
+                with m.If(quant.cfg.ready):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [quant.scale.ready.eq(~q_got_s & mq.w_rdy),
+                             mq.w_en.eq(quant.scale.valid & ~q_got_s)]
+                last_code = quant.q.valid & quant.q.ready & quant.q.payload.last
+                with m.If(quant.scale.valid & ~q_got_s & mq.w_rdy):
+                    m.d.sync += q_got_s.eq(1)
+                with m.If(last_code):
+                    m.d.sync += q_got_q.eq(1)
+                with m.If((q_got_s | (quant.scale.valid & mq.w_rdy)) & (q_got_q | last_code)):
+                    m.d.sync += g_qnt.active.eq(0)
+                    m.d.comb += done[QNT_P].eq(1)
+                    m.next = "IDLE"
+
+        # ==================================================================================
+        # MATVEC pipe
+        # ==================================================================================
+        w = pir[MV_P]
+        op = Opcode.MATVEC
+        mv_mode = field(w, op, "mode")
+        mv_rows = field(w, op, "rows")
+
+        # weight reader: WEIGHTS[waddr + j] for j < G * k into a FIFO to the engine
+        w_base, w_len, w_j = Signal(self.abits[Space.WEIGHTS] + 1), Signal(48), Signal(48)
         w_start, w_active = Signal(), Signal()
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.word_bits, depth=4)
         w_issue, w_inflight = Signal(), Signal()
@@ -224,16 +496,13 @@ class Core(wiring.Component):
         with m.Elif(w_issue):
             m.d.sync += w_j.eq(w_j + 1)
 
-        # -- lane serializer: the engine's lanes-wide result -> one accumulator per beat,
-        # rows past the product's end dropped --------------------------------------------
+        # lane serializer: the engine's lanes-wide result -> one accumulator per beat,
+        # rows past the product's end dropped
         ser_buf = Signal(engine.acc.payload.shape(), reset_less=True)
-        ser_left = Signal(range(lanes + 1))      # lanes still to send from ser_buf
-        ser_rows = Signal(isa.ROWS_BITS + 1)     # rows of the product still to send
-        ser_out = Signal(signed(32))
-        ser_valid = Signal()
-        m.d.comb += [ser_out.eq(ser_buf[0]), ser_valid.eq(ser_left != 0),
-                     engine.acc.ready.eq(ser_left == 0),
-                     deq.acc.valid.eq(ser_valid), deq.acc.payload.eq(ser_out)]
+        ser_left = Signal(range(lanes + 1))
+        ser_rows = Signal(isa.ROWS_BITS + 1)
+        m.d.comb += [engine.acc.ready.eq(ser_left == 0),
+                     deq.acc.valid.eq(ser_left != 0), deq.acc.payload.eq(ser_buf[0])]
         with m.If(engine.acc.valid & engine.acc.ready):
             m.d.sync += [ser_buf.eq(engine.acc.payload),
                          ser_left.eq(Mux(ser_rows < lanes, ser_rows, lanes))]
@@ -241,9 +510,8 @@ class Core(wiring.Component):
             m.d.sync += [ser_buf.eq(Cat(ser_buf.as_value()[32:], Const(0, 32))),
                          ser_left.eq(ser_left - 1), ser_rows.eq(ser_rows - 1)]
 
-        # -- top-k: a sorted list of (logit, id), largest first, ties to the lower id -------
-        # One insertion per cycle: every cell compares the new element with its own value;
-        # the first cell the new one beats takes it and every cell after it shifts down.
+        # top-k cells: a sorted list of (logit, id), largest first, ties to the lower id.
+        # A new logit lands in the first cell it beats; the cells after it shift down.
         tk = cfg.max_topk
         tk_logit = [Signal(signed(32), name=f"tk_logit{i}") for i in range(tk)]
         tk_id = [Signal(isa.ROWS_BITS, name=f"tk_id{i}") for i in range(tk)]
@@ -259,95 +527,210 @@ class Core(wiring.Component):
             m.d.sync += tk_next_id.eq(tk_next_id + 1)
             for i in range(tk):
                 prev = beats[i - 1] if i else Const(0)
-                with m.If(beats[i] & ~prev):        # the new element lands here
+                with m.If(beats[i] & ~prev):
                     m.d.sync += [tk_logit[i].eq(tk_val), tk_id[i].eq(tk_next_id),
                                  tk_full[i].eq(1)]
-                with m.Elif(prev):                   # shifted down by one
+                with m.Elif(prev):
                     m.d.sync += [tk_logit[i].eq(tk_logit[i - 1]), tk_id[i].eq(tk_id[i - 1]),
                                  tk_full[i].eq(tk_full[i - 1])]
 
-        # -- record emitter: up to 8 bytes of a value, LSB first ----------------------------
-        em_sh = Signal(64)
-        em_left = Signal(4)
-        em_load, em_val, em_n = Signal(), Signal(64), Signal(4)
-        em_ready = Signal()
-        m.d.comb += [self.records.valid.eq(em_left != 0), self.records.payload.eq(em_sh[:8]),
-                     em_ready.eq((em_left == 0) | ((em_left == 1) & self.records.ready))]
-        with m.If(em_load):
-            m.d.sync += [em_sh.eq(em_val), em_left.eq(em_n)]
-        with m.Elif(self.records.valid & self.records.ready):
-            m.d.sync += [em_sh.eq(em_sh >> 8), em_left.eq(em_left - 1)]
+        inv_rms = Signal(PFloat)
+        mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
+        tk_emit = Signal(range(tk + 1))
+        m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),
+                     deq.scales.payload.inv_rms.eq(inv_rms),
+                     deq.scales.payload.w_scale.eq(pf(w, op, "w_scale", "mv")),
+                     deq.scales.payload.count.eq(mv_rows),
+                     g_mv.use_s[0].eq(mv_mode == MatvecMode.ADD),
+                     sc_mv.active.eq(busy[MV_P] & (mv_mode != MatvecMode.TOPK)),
+                     sc_mv.length.eq(mv_rows)]
+        with m.FSM(name="mv_pipe"):
+            with m.State("IDLE"):
+                with m.If(go[MV_P]):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.sync += [w_base.eq(field(w, op, "waddr")),
+                             w_len.eq(((mv_rows + lanes - 1) >> glog) * field(w, op, "k")),
+                             ser_rows.eq(mv_rows), sc_mv.dst.eq(field(w, op, "dst")),
+                             g_mv.base_s[0].eq(field(w, op, "dst")), g_mv.length.eq(mv_rows),
+                             mv_out.eq(0), tk_emit.eq(0)]
+                m.d.comb += [w_start.eq(1), tk_clear.eq(1), sc_mv.start.eq(1),
+                             g_mv.start.eq(mv_mode == MatvecMode.ADD)]
+                m.next = "SCALES"
+            with m.State("SCALES"):          # the vector's scale from its QUANT
+                m.d.comb += deq.scales.valid.eq(mq.r_rdy)
+                with m.If(mq.r_rdy & deq.scales.ready):
+                    m.d.comb += mq.r_en.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                take = Signal()
+                with m.Switch(mv_mode):
+                    with m.Case(MatvecMode.STORE):
+                        m.d.comb += [take.eq(deq.o.valid & sc_mv.can),
+                                     sc_mv.value.eq(deq.o.payload), sc_mv.en.eq(take)]
+                    with m.Case(MatvecMode.ADD):
+                        total = Signal(signed(34))
+                        m.d.comb += [total.eq(g_mv.out.s0.as_signed() + deq.o.payload),
+                                     take.eq(deq.o.valid & g_mv.fifo.r_rdy & sc_mv.can),
+                                     g_mv.fifo.r_en.eq(take),
+                                     sc_mv.value.eq(Mux(total > N.X_MAX, N.X_MAX,
+                                                        Mux(total < N.X_MIN, N.X_MIN, total))),
+                                     sc_mv.en.eq(take)]
+                    with m.Default():      # TOPK
+                        m.d.comb += [take.eq(deq.o.valid), tk_in.eq(take),
+                                     tk_val.eq(deq.o.payload)]
+                m.d.comb += deq.o.ready.eq(take)
+                with m.If(take):
+                    m.d.sync += mv_out.eq(mv_out + 1)
+                    with m.If(mv_out + 1 == mv_rows):
+                        m.d.sync += [w_active.eq(0), g_mv.active.eq(0)]
+                        m.next = "RESULT" if tk else "FINISH"
+            with m.State("RESULT"):
+                # candidates only for a TOPK with k_run > 0; records stay in program
+                # order, so an earlier TRACE finishes first
+                with m.If((mv_mode != MatvecMode.TOPK) | (k_run == 0)):
+                    m.next = "FINISH"
+                with m.Elif(~earlier[MV_P][VEC_P]):
+                    m.d.comb += [em_mv["val"].eq(Cat(Const(RecordType.RESULT, 8),
+                                                     k_run.as_unsigned()[:8])),
+                                 em_mv["n"].eq(2), em_mv["load"].eq(em_ready)]
+                    with m.If(em_ready):
+                        m.next = "PAIRS"
+            with m.State("PAIRS"):
+                with m.If(tk_emit == k_run):
+                    m.next = "FINISH"
+                with m.Else():
+                    sel_id, sel_logit = Signal(isa.ROWS_BITS), Signal(signed(32))
+                    with m.Switch(tk_emit):
+                        for i in range(tk):
+                            with m.Case(i):
+                                m.d.comb += [sel_id.eq(tk_id[i]), sel_logit.eq(tk_logit[i])]
+                    m.d.comb += [em_mv["val"].eq(Cat(sel_id, Const(0, 32 - isa.ROWS_BITS),
+                                                     sel_logit)),
+                                 em_mv["n"].eq(8), em_mv["load"].eq(em_ready)]
+                    with m.If(em_ready):
+                        m.d.sync += tk_emit.eq(tk_emit + 1)
+            with m.State("FINISH"):
+                m.d.comb += done[MV_P].eq(1)
+                m.next = "IDLE"
 
-        # -- counters ----------------------------------------------------------------------
-        cnt = {name: Signal(32, name=f"cnt_{name.lower()}") for name in COUNTERS}
-        inc = {name: Signal(name=f"inc_{name.lower()}") for name in COUNTERS}
-        m.d.comb += self.reset_counters.ready.eq(~self.busy)
-        for i, name in enumerate(COUNTERS):
-            m.d.comb += self.counters[i].eq(cnt[name])
-            with m.If(self.reset_counters.valid & ~self.busy):
-                m.d.sync += cnt[name].eq(0)
-            with m.Elif(inc[name]):
-                m.d.sync += cnt[name].eq(cnt[name] + 1)
-        m.d.comb += [inc["CYCLES"].eq(self.busy),
-                     inc["ENGINE_BUSY"].eq(engine.weights.valid & engine.weights.ready)]
-
-        # -- default port wiring -----------------------------------------------------------
-        exec_op = Signal(8)                  # the opcode being executed (0: none)
+        # ==================================================================================
+        # VECTOR pipe: EMBED, MLGRU, GLU, ADD, TRACE
+        # ==================================================================================
+        w = pir[VEC_P]
+        vop = w[:isa.OPCODE_BITS]
+        G = g_vec.out
+        v_embed_base = Signal(ea + 1)        # EMBED's row, computed at issue
+        v_count = Signal(isa.LEN_BITS + 1)
+        max_n_log = ceil_log2(cfg.max_n)
         m.d.comb += [
-            prog_rd.addr.eq(Mux(self.busy, pc, self.rd_program_addr)),
-            self.rd_program_data.eq(prog_rd.data),
-            self.rd_params_data.eq(par_rd[0].data),
-            self.rd_embed_data.eq(emb_rd.data),
-            self.rd_scratch_data.eq(scr_rd[0].data),
-        ]
-        with m.If(self.busy):
-            m.d.comb += [scr_rd[i].addr.eq(g_base_s[i] + g_j) for i in range(3)]
-            m.d.comb += [par_rd[i].addr.eq(g_base_p[i] + g_j) for i in range(2)]
-            m.d.comb += emb_rd.addr.eq(g_base_e + g_j)
-            m.d.comb += [scr_wr.addr.eq(s_dst + s_j), scr_wr.data.eq(s_val),
-                         scr_wr.en.eq(s_en)]
-        with m.Else():
-            m.d.comb += [scr_rd[0].addr.eq(self.rd_scratch_addr),
-                         par_rd[0].addr.eq(self.rd_params_addr),
-                         emb_rd.addr.eq(self.rd_embed_addr),
-                         scr_wr.addr.eq(scr_host_wr.payload.addr),
-                         scr_wr.data.eq(scr_host_wr.payload.data),
-                         scr_wr.en.eq(scr_host_wr.valid)]
-        m.d.comb += scr_host_wr.ready.eq(~self.busy)
-
-        # unit inputs from the gather FIFO, by the executing opcode
-        is_op = {op: Signal(name=f"is_{op.name.lower()}") for op in Opcode}
-        for op in Opcode:
-            m.d.comb += is_op[op].eq(exec_op == op)
-        G = g_out
-        m.d.comb += [
-            rms.i.payload.u.eq(G.s0), rms.i.payload.g.eq(G.p0[:16]),
-            quant.i.payload.u.eq(G.s0), quant.i.payload.g.eq(G.p0[:16]),
             mlgru.i.payload.zi.eq(G.s0), mlgru.i.payload.zf.eq(G.s1),
             mlgru.i.payload.zg.eq(G.s2), mlgru.i.payload.lb.eq(G.p0[:N.GATE_FRAC + 1]),
             mlgru.i.payload.gn.eq(G.p1[:16]), mlgru.i.payload.first.eq(first),
+            mlgru.n.eq(field(w, Opcode.MLGRU, "n")),
+            mlgru.base.eq(field(w, Opcode.MLGRU, "layer") << max_n_log),
+            mlgru.gn_frac.eq(field(w, Opcode.MLGRU, "gn_frac")),
             elem.i.payload.a.eq(G.s0), elem.i.payload.b.eq(G.s1),
-            elem.i.payload.op.eq(Mux(is_op[Opcode.GLU], Op.GLU, Op.ADD)),
-            rms.i.valid.eq(is_op[Opcode.RMS] & gfifo.r_rdy),
-            quant.i.valid.eq(is_op[Opcode.QUANT] & gfifo.r_rdy),
-            mlgru.i.valid.eq(is_op[Opcode.MLGRU] & gfifo.r_rdy),
-            elem.i.valid.eq((is_op[Opcode.GLU] | is_op[Opcode.ADD]) & gfifo.r_rdy),
+            elem.i.payload.op.eq(Mux(vop == Opcode.GLU, Op.GLU, Op.ADD)),
+            sc_vec.active.eq(busy[VEC_P] & (vop != Opcode.TRACE)),
         ]
-        # the engine takes the quantizer's codes; its k and row groups come from the QUANT
-        # being executed (sampled with the vector's first code)
-        q_len = f(Opcode.QUANT, "len")
-        q_rows = f(Opcode.QUANT, "rows")
-        m.d.comb += [engine.act.valid.eq(quant.q.valid), engine.act.payload.eq(quant.q.payload.q),
-                     quant.q.ready.eq(engine.act.ready),
-                     engine.k.eq(q_len), engine.groups.eq((q_rows + lanes - 1) >> glog)]
+        for op, used in ((Opcode.EMBED, ()), (Opcode.MLGRU, (0, 1, 2)), (Opcode.GLU, (0, 1)),
+                         (Opcode.ADD, (0, 1)), (Opcode.TRACE, (0,))):
+            with m.If(vop == op):
+                m.d.comb += [g_vec.use_s[i].eq(1) for i in used]
+        with m.FSM(name="vec_pipe"):
+            with m.State("IDLE"):
+                with m.If(go[VEC_P]):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += [sc_vec.start.eq(1)]
+                with m.Switch(vop):
+                    with m.Case(Opcode.EMBED):
+                        m.d.sync += [g_vec.base_e.eq(v_embed_base),
+                                     g_vec.length.eq(field(w, Opcode.EMBED, "len")),
+                                     sc_vec.dst.eq(field(w, Opcode.EMBED, "dst")),
+                                     sc_vec.length.eq(field(w, Opcode.EMBED, "len"))]
+                        m.d.comb += g_vec.start.eq(1)
+                        m.next = "EMBED"
+                    with m.Case(Opcode.MLGRU):
+                        op = Opcode.MLGRU
+                        n = field(w, op, "n")
+                        m.d.sync += [g_vec.base_s[0].eq(field(w, op, "zi")),
+                                     g_vec.base_s[1].eq(field(w, op, "zf")),
+                                     g_vec.base_s[2].eq(field(w, op, "zg")),
+                                     g_vec.base_p[0].eq(field(w, op, "lb")),
+                                     g_vec.base_p[1].eq(field(w, op, "lb") + n),
+                                     g_vec.length.eq(n), sc_vec.dst.eq(field(w, op, "dst")),
+                                     sc_vec.length.eq(n)]
+                        m.d.comb += g_vec.start.eq(1)
+                        m.next = "MLGRU"
+                    for op, a, b in ((Opcode.GLU, "gate", "up"), (Opcode.ADD, "a", "b")):
+                        with m.Case(op):
+                            m.d.sync += [g_vec.base_s[0].eq(field(w, op, a)),
+                                         g_vec.base_s[1].eq(field(w, op, b)),
+                                         g_vec.length.eq(field(w, op, "len")),
+                                         sc_vec.dst.eq(field(w, op, "dst")),
+                                         sc_vec.length.eq(field(w, op, "len"))]
+                            m.d.comb += g_vec.start.eq(1)
+                            m.next = "ELEM"
+                    with m.Case(Opcode.TRACE):
+                        op = Opcode.TRACE
+                        m.d.sync += [g_vec.base_s[0].eq(field(w, op, "src")),
+                                     g_vec.length.eq(field(w, op, "len")),
+                                     v_count.eq(field(w, op, "len"))]
+                        m.next = "TRACE_HEAD"
+            with m.State("EMBED"):           # x = rshift_round(e, frac - 16)
+                frac = field(w, Opcode.EMBED, "frac")
+                e = G.e0.as_signed()
+                left, right = Signal(5), Signal(6)
+                m.d.comb += [left.eq(Mux(frac <= N.X_FRAC, N.X_FRAC - frac, 0)),
+                             right.eq(Mux(frac > N.X_FRAC, frac - N.X_FRAC, 0))]
+                take = g_vec.fifo.r_rdy & sc_vec.can
+                m.d.comb += [sc_vec.value.eq(Mux(frac <= N.X_FRAC, e << left,
+                                                 round_half(round_shift_var(e, right)))),
+                             sc_vec.en.eq(take), g_vec.fifo.r_en.eq(take)]
+                with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
+                    m.next = "END"
+            with m.State("MLGRU"):
+                take = mlgru.o.valid & sc_vec.can
+                m.d.comb += [mlgru.i.valid.eq(g_vec.fifo.r_rdy),
+                             g_vec.fifo.r_en.eq(mlgru.i.ready), mlgru.o.ready.eq(sc_vec.can),
+                             sc_vec.value.eq(mlgru.o.payload), sc_vec.en.eq(take)]
+                with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
+                    m.next = "END"
+            with m.State("ELEM"):
+                take = elem.o.valid & sc_vec.can
+                m.d.comb += [elem.i.valid.eq(g_vec.fifo.r_rdy),
+                             g_vec.fifo.r_en.eq(elem.i.ready), elem.o.ready.eq(sc_vec.can),
+                             sc_vec.value.eq(elem.o.payload), sc_vec.en.eq(take)]
+                with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
+                    m.next = "END"
+            with m.State("TRACE_HEAD"):
+                # records stay in program order: an earlier MATVEC's RESULT goes first
+                op = Opcode.TRACE
+                ok = em_ready & ~earlier[VEC_P][MV_P]
+                m.d.comb += [em_vec["val"].eq(Cat(Const(RecordType.TRACE, 8), field(w, op, "tag"),
+                                                  field(w, op, "len"))),
+                             em_vec["n"].eq(5), em_vec["load"].eq(ok)]
+                with m.If(ok):
+                    m.d.comb += g_vec.start.eq(1)
+                    m.next = "TRACE"
+            with m.State("TRACE"):
+                take = em_ready & g_vec.fifo.r_rdy
+                m.d.comb += [em_vec["val"].eq(G.s0), em_vec["n"].eq(4), em_vec["load"].eq(take),
+                             g_vec.fifo.r_en.eq(take)]
+                with m.If(take):
+                    m.d.sync += v_count.eq(v_count - 1)
+                    with m.If(v_count == 1):
+                        m.next = "END"
+            with m.State("END"):
+                m.d.sync += g_vec.active.eq(0)
+                m.d.comb += done[VEC_P].eq(1)
+                m.next = "IDLE"
 
-        # MLGRU configuration from the MLGRU instruction (held while it executes)
-        max_n_log = ceil_log2(cfg.max_n)
-        m.d.comb += [mlgru.n.eq(f(Opcode.MLGRU, "n")),
-                     mlgru.base.eq(f(Opcode.MLGRU, "layer") << max_n_log),
-                     mlgru.gn_frac.eq(f(Opcode.MLGRU, "gn_frac"))]
-
-        # -- the checks at issue (the reference executor's, in its order) ------------------
+        # ==================================================================================
+        # issue: fetch, check, dispatch in program order
+        # ==================================================================================
         chk_code = Signal(8)
         mul_a, mul_b = Signal(32), Signal(isa.LEN_BITS)
         mul_p = Signal(48)                   # token * len (EMBED), groups * k (MATVEC)
@@ -362,31 +745,34 @@ class Core(wiring.Component):
         def overlap(dst, a, n):
             return (a != dst) & (a < dst + n) & (dst < a + n)
 
-        def chain(m, conds):
-            """The first true condition's code, else NONE."""
+        def chain(conds):
             with m.If(conds[0][0]):
                 m.d.comb += chk_code.eq(conds[0][1])
             for c, code in conds[1:]:
                 with m.Elif(c):
                     m.d.comb += chk_code.eq(code)
 
-        used = {op: isa.used_bits(op) for op in Opcode}
-        L, A, T, Q = ErrorCode.LENGTH, ErrorCode.ADDRESS, ErrorCode.TOPK, ErrorCode
+        L, A, T, E = ErrorCode.LENGTH, ErrorCode.ADDRESS, ErrorCode.TOPK, ErrorCode
         S_, P_, E_, W_ = Space.SCRATCH, Space.PARAMS, Space.EMBED, Space.WEIGHTS
+        aq_head_k, aq_head_rows = Signal(isa.LEN_BITS), Signal(isa.ROWS_BITS)
+        aq_head = Signal(range(isa.QUEUE_DEPTH))
+        m.d.comb += [aq_head_k.eq(Mux(aq_head, aq_k[1], aq_k[0])),
+                     aq_head_rows.eq(Mux(aq_head, aq_rows[1], aq_rows[0]))]
         with m.Switch(opcode):
             for op in Opcode:
                 with m.Case(op):
                     def fl(name, op=op):
                         return f(op, name)
 
-                    reserved = ir[used[op]:] != 0 if used[op] < isa.WORD_BITS else Const(0)
-                    conds = [(reserved, Q.ILLEGAL)]
+                    used = isa.used_bits(op)
+                    reserved = ir[used:] != 0 if used < isa.WORD_BITS else Const(0)
+                    conds = [(reserved, E.ILLEGAL)]
                     if op == Opcode.EMBED:
                         m.d.comb += [mul_a.eq(token), mul_b.eq(fl("len"))]
                         conds += [(length_bad(fl("len"), cfg.max_d), L),
                                   (length_bad(fl("rows")), L),
                                   (span_bad(fl("dst"), fl("len"), S_), A),
-                                  (token >= fl("rows"), Q.TOKEN),
+                                  (token >= fl("rows"), E.TOKEN),
                                   (span_bad(fl("base") + mul_p, fl("len"), E_), A)]
                     elif op in (Opcode.RMS, Opcode.QUANT):
                         gain_used = Const(1) if op == Opcode.QUANT else ~fl("no_gain")
@@ -394,20 +780,20 @@ class Core(wiring.Component):
                                   (span_bad(fl("src"), fl("len"), S_), A),
                                   (gain_used & span_bad(fl("gain"), fl("len"), P_), A)]
                         if op == Opcode.QUANT:
-                            conds += [(mq_count >= isa.QUEUE_DEPTH, Q.QUEUE_OVERFLOW),
+                            conds += [(aq_count >= isa.QUEUE_DEPTH, E.QUEUE_OVERFLOW),
                                       (length_bad(fl("rows"), cfg.max_rows), L)]
                     elif op == Opcode.MATVEC:
-                        groups = (fl("rows") + lanes - 1) >> glog
-                        m.d.comb += [mul_a.eq(groups), mul_b.eq(fl("k"))]
+                        m.d.comb += [mul_a.eq((fl("rows") + lanes - 1) >> glog),
+                                     mul_b.eq(fl("k"))]
                         topk = fl("mode") == MatvecMode.TOPK
-                        conds += [(fl("mode") == 3, Q.ILLEGAL),
+                        conds += [(fl("mode") == 3, E.ILLEGAL),
                                   (length_bad(fl("k"), cfg.max_k), L),
                                   (length_bad(fl("rows"), cfg.max_rows), L),
                                   (span_bad(fl("waddr"), mul_p, W_), A),
                                   (~topk & span_bad(fl("dst"), fl("rows"), S_), A),
-                                  (mq_count == 0, Q.QUEUE_UNDERFLOW),
-                                  (mq_head.k != fl("k"), Q.K_MISMATCH),
-                                  (mq_head.rows != fl("rows"), Q.K_MISMATCH),
+                                  (aq_count == 0, E.QUEUE_UNDERFLOW),
+                                  (aq_head_k != fl("k"), E.K_MISMATCH),
+                                  (aq_head_rows != fl("rows"), E.K_MISMATCH),
                                   (topk & ran_topk, T),
                                   (topk & (k_run > fl("rows")), T)]
                     elif op == Opcode.MLGRU:
@@ -417,304 +803,110 @@ class Core(wiring.Component):
                         conds += [(span_bad(fl("dst"), n, S_), A),
                                   (span_bad(fl("lb"), n << 1, P_), A),
                                   (fl("layer") >= cfg.max_layers, A)]
-                        conds += [(overlap(fl("dst"), fl(z), n), Q.OVERLAP)
+                        conds += [(overlap(fl("dst"), fl(z), n), E.OVERLAP)
                                   for z in ("zi", "zf", "zg")]
                     elif op in (Opcode.GLU, Opcode.ADD):
                         a, b = ("gate", "up") if op == Opcode.GLU else ("a", "b")
                         n = fl("len")
                         conds += [(length_bad(n), L), (span_bad(fl(a), n, S_), A),
                                   (span_bad(fl(b), n, S_), A), (span_bad(fl("dst"), n, S_), A),
-                                  (overlap(fl("dst"), fl(a), n), Q.OVERLAP),
-                                  (overlap(fl("dst"), fl(b), n), Q.OVERLAP)]
+                                  (overlap(fl("dst"), fl(a), n), E.OVERLAP),
+                                  (overlap(fl("dst"), fl(b), n), E.OVERLAP)]
                     elif op == Opcode.TRACE:
                         conds += [(length_bad(fl("len")), L),
                                   (span_bad(fl("src"), fl("len"), S_), A)]
                     elif op == Opcode.END:
-                        conds += [(mq_count != 0, Q.QUEUE_LEFT), ((k_run != 0) & ~ran_topk, T)]
-                    chain(m, conds)
+                        conds += [(aq_count != 0, E.QUEUE_LEFT), ((k_run != 0) & ~ran_topk, T)]
+                    chain(conds)
             with m.Default():
-                m.d.comb += chk_code.eq(Q.ILLEGAL)
+                m.d.comb += chk_code.eq(E.ILLEGAL)
 
-        # -- the sequencer FSM -------------------------------------------------------------
-        deq_scales = Signal(scales_layout(count_bits))
-        m.d.comb += deq.scales.payload.eq(deq_scales)
-        em_count = Signal(isa.ROWS_BITS + 1)   # elements or pairs left to emit
-        quant_done_q, quant_done_s = Signal(), Signal()
-        tk_emit = Signal(range(tk + 1))
-        mv_deq_sent = Signal()
+        pipe_of = {Opcode.RMS: RMS_P, Opcode.QUANT: QNT_P, Opcode.MATVEC: MV_P,
+                   **{op: VEC_P for op in (Opcode.EMBED, Opcode.MLGRU, Opcode.GLU, Opcode.ADD,
+                                           Opcode.TRACE)}}
+        rms_reg = field(pir[RMS_P], Opcode.RMS, "reg")
 
-        with m.FSM(name="seq"):
+        with m.FSM(name="issue"):
             with m.State("IDLE"):
                 m.d.comb += [self.run.ready.eq(1), self.reset_state.ready.eq(~self.run.valid)]
                 with m.If(self.run.valid):
                     m.d.sync += [token.eq(self.run.payload.token),
-                                 k_run.eq(self.run.payload.k_run),
-                                 last_tok.eq(self.run.payload.last), pc.eq(0),
+                                 k_run.eq(self.run.payload.k_run), pc.eq(0),
                                  ran_topk.eq(0), self.busy.eq(1)]
-                    with m.If(halted):
-                        m.next = "ERROR"
-                    with m.Else():
-                        m.next = "FETCH"
+                    m.next = "START"
                 with m.Elif(self.reset_state.valid):
                     m.d.comb += flush.eq(1)
-                    m.d.sync += [first.eq(1), halted.eq(0), err_code.eq(0), mq_count.eq(0)]
-
+                    m.d.sync += [first.eq(1), halted.eq(0), err_code.eq(0), aq_count.eq(0),
+                                 aq_head.eq(0)]
+            with m.State("START"):
+                with m.If(halted):
+                    m.next = "ERROR"
+                with m.Else():
+                    m.next = "FETCH"
             with m.State("FETCH"):           # the program memory reads pc this cycle
-                m.d.comb += inc["SEQUENCER"].eq(1)
                 with m.If(pc >= cfg.program_words):
                     m.d.sync += [err_code.eq(ErrorCode.ADDRESS), err_pc.eq(pc), halted.eq(1)]
-                    m.next = "ERROR"
+                    m.next = "DRAIN_ERROR"
                 with m.Else():
                     m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.comb += inc["SEQUENCER"].eq(1)
                 m.d.sync += ir.eq(prog_rd.data)
                 m.next = "PREP"
             with m.State("PREP"):            # the multiply for the range checks settles
-                m.d.comb += inc["SEQUENCER"].eq(1)
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.comb += inc["SEQUENCER"].eq(1)
                 with m.If(chk_code != 0):
                     m.d.sync += [err_code.eq(chk_code), err_pc.eq(pc), halted.eq(1)]
-                    m.next = "ERROR"
-                with m.Elif(opcode == Opcode.END):
-                    m.next = "DONE"
+                    m.next = "DRAIN_ERROR"
+                with m.Elif((opcode == Opcode.END)
+                            | ((opcode == Opcode.SKIP_UNLESS_LAST) & (k_run == 0))):
+                    m.next = "DRAIN"
                 with m.Elif(opcode == Opcode.SKIP_UNLESS_LAST):
-                    with m.If(k_run == 0):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
                 with m.Else():
-                    m.d.comb += inc["INSTRUCTIONS"].eq(1)
-                    m.d.sync += [exec_op.eq(opcode), s_j.eq(0)]
-                    m.next = "ISSUE"
-
-            with m.State("ISSUE"):           # set up the gather, the scatter and the units
-                m.d.comb += inc["SEQUENCER"].eq(1)
-                with m.Switch(exec_op):
-                    with m.Case(Opcode.EMBED):
-                        m.d.sync += [g_base_e.eq(f(Opcode.EMBED, "base") + mul_p),
-                                     g_len.eq(f(Opcode.EMBED, "len")),
-                                     s_dst.eq(f(Opcode.EMBED, "dst"))]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "EMBED"
-                    with m.Case(Opcode.RMS):
-                        op = Opcode.RMS
-                        m.d.sync += [g_base_s[0].eq(f(op, "src")), g_base_p[0].eq(f(op, "gain")),
-                                     g_len.eq(f(op, "len"))]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "RMS_CFG"
-                    with m.Case(Opcode.QUANT):
-                        op = Opcode.QUANT
-                        m.d.sync += [g_base_s[0].eq(f(op, "src")), g_base_p[0].eq(f(op, "gain")),
-                                     g_len.eq(f(op, "len")), quant_done_q.eq(0),
-                                     quant_done_s.eq(0)]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "QUANT_CFG"
-                    with m.Case(Opcode.MATVEC):
-                        op = Opcode.MATVEC
-                        mode = f(op, "mode")
-                        m.d.sync += [w_base.eq(f(op, "waddr")), w_len.eq(mul_p),
-                                     ser_rows.eq(f(op, "rows")), s_dst.eq(f(op, "dst")),
-                                     g_base_s[0].eq(f(op, "dst")), g_len.eq(f(op, "rows")),
-                                     em_count.eq(f(op, "rows")), mv_deq_sent.eq(0),
-                                     deq_scales.act_max.eq(mq_head.m),
-                                     deq_scales.inv_rms.eq(regs[f(op, "reg")]),
-                                     deq_scales.w_scale.eq(pf(op, "w_scale")),
-                                     deq_scales.count.eq(f(op, "rows"))]
-                        m.d.comb += [w_start.eq(1), mq.r_en.eq(1),
-                                     g_start.eq(mode == MatvecMode.ADD),
-                                     tk_clear.eq(1)]
-                        m.d.sync += mq_count.eq(mq_count - 1)
-                        with m.If(mode == MatvecMode.TOPK):
-                            m.d.sync += ran_topk.eq(1)
-                        m.next = "MATVEC"
-                    with m.Case(Opcode.MLGRU):
-                        op = Opcode.MLGRU
-                        m.d.sync += [g_base_s[0].eq(f(op, "zi")), g_base_s[1].eq(f(op, "zf")),
-                                     g_base_s[2].eq(f(op, "zg")), g_base_p[0].eq(f(op, "lb")),
-                                     g_base_p[1].eq(f(op, "lb") + f(op, "n")),
-                                     g_len.eq(f(op, "n")), s_dst.eq(f(op, "dst"))]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "STREAM"
-                    with m.Case(Opcode.GLU):
-                        op = Opcode.GLU
-                        m.d.sync += [g_base_s[0].eq(f(op, "gate")), g_base_s[1].eq(f(op, "up")),
-                                     g_len.eq(f(op, "len")), s_dst.eq(f(op, "dst"))]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "STREAM"
-                    with m.Case(Opcode.ADD):
-                        op = Opcode.ADD
-                        m.d.sync += [g_base_s[0].eq(f(op, "a")), g_base_s[1].eq(f(op, "b")),
-                                     g_len.eq(f(op, "len")), s_dst.eq(f(op, "dst"))]
-                        m.d.comb += g_start.eq(1)
-                        m.next = "STREAM"
-                    with m.Case(Opcode.TRACE):
-                        op = Opcode.TRACE
-                        m.d.sync += [g_base_s[0].eq(f(op, "src")), g_len.eq(f(op, "len")),
-                                     em_count.eq(f(op, "len"))]
-                        m.next = "TRACE_HEAD"
-
-            with m.State("EMBED"):           # x = rshift_round(e, frac - 16)
-                m.d.comb += inc["WAIT_VECTOR"].eq(1)
-                frac = f(Opcode.EMBED, "frac")
-                e = g_out.e0.as_signed()
-                left = Signal(5)
-                m.d.comb += left.eq(Mux(frac <= N.X_FRAC, N.X_FRAC - frac, 0))
-                right = Signal(6)
-                m.d.comb += right.eq(Mux(frac > N.X_FRAC, frac - N.X_FRAC, 0))
-                shifted = Mux(frac <= N.X_FRAC, e << left,
-                              round_half(round_shift_var(e.as_signed(), right)))
-                m.d.comb += [s_val.eq(shifted), s_en.eq(gfifo.r_rdy), gfifo.r_en.eq(1)]
-                with m.If(gfifo.r_rdy & (s_j + 1 == g_len)):
-                    m.next = "NEXT"
-
-            with m.State("RMS_CFG"):
-                m.d.comb += inc["WAIT_VECTOR"].eq(1)
-                op = Opcode.RMS
-                m.d.comb += [rms.cfg.valid.eq(1), rms.cfg.payload.k.eq(f(op, "len")),
-                             rms.cfg.payload.a_frac.eq(f(op, "frac")),
-                             rms.cfg.payload.no_gain.eq(f(op, "no_gain")),
-                             rms.cfg.payload.sqrt_k.eq(pf(op, "sqrt_k"))]
-                with m.If(rms.cfg.ready):
-                    m.next = "RMS"
-            with m.State("RMS"):
-                m.d.comb += [inc["WAIT_VECTOR"].eq(1), gfifo.r_en.eq(rms.i.ready),
-                             rms.o.ready.eq(1)]
-                with m.If(rms.o.valid):
-                    m.d.sync += regs[f(Opcode.RMS, "reg")].eq(rms.o.payload)
-                    m.next = "NEXT"
-
-            with m.State("QUANT_CFG"):
-                m.d.comb += inc["WAIT_VECTOR"].eq(1)
-                op = Opcode.QUANT
-                m.d.comb += [quant.cfg.valid.eq(1), quant.cfg.payload.k.eq(f(op, "len")),
-                             quant.cfg.payload.g_frac.eq(f(op, "frac"))]
-                with m.If(quant.cfg.ready):
-                    m.next = "QUANT"
-            with m.State("QUANT"):
-                op = Opcode.QUANT
-                m.d.comb += [inc["WAIT_VECTOR"].eq(1), gfifo.r_en.eq(quant.i.ready),
-                             quant.scale.ready.eq(~quant_done_s)]
-                entry = data.View(qlayout, mq.w_data)
-                m.d.comb += [entry.m.eq(quant.scale.payload), entry.k.eq(f(op, "len")),
-                             entry.rows.eq(f(op, "rows")),
-                             mq.w_en.eq(quant.scale.valid & ~quant_done_s)]
-                got_s = quant_done_s | quant.scale.valid
-                got_q = quant_done_q | (quant.q.valid & quant.q.ready & quant.q.payload.last)
-                with m.If(quant.scale.valid & ~quant_done_s):
-                    m.d.sync += [quant_done_s.eq(1), mq_count.eq(mq_count + 1)]
-                with m.If(quant.q.valid & quant.q.ready & quant.q.payload.last):
-                    m.d.sync += quant_done_q.eq(1)
-                with m.If(got_s & got_q):
-                    m.next = "NEXT"
-
-            with m.State("MATVEC"):
-                op = Opcode.MATVEC
-                mode = f(op, "mode")
-                m.d.comb += [deq.scales.valid.eq(~mv_deq_sent),
-                             inc["ENGINE_WAIT_WEIGHTS"].eq(engine.weights.ready
-                                                           & ~engine.weights.valid)]
-                with m.If(deq.scales.ready):
-                    m.d.sync += mv_deq_sent.eq(1)
-                with m.Switch(mode):
-                    with m.Case(MatvecMode.STORE):
-                        m.d.comb += [deq.o.ready.eq(1), s_val.eq(deq.o.payload),
-                                     s_en.eq(deq.o.valid)]
-                        with m.If(deq.o.valid & (s_j + 1 == f(op, "rows"))):
-                            m.next = "MV_END"
-                    with m.Case(MatvecMode.ADD):
-                        x, y = g_out.s0.as_signed(), deq.o.payload
-                        total = Signal(signed(34))
-                        m.d.comb += [total.eq(x + y),
-                                     deq.o.ready.eq(gfifo.r_rdy),
-                                     gfifo.r_en.eq(deq.o.valid),
-                                     s_val.eq(Mux(total > N.X_MAX, N.X_MAX,
-                                                  Mux(total < N.X_MIN, N.X_MIN, total))),
-                                     s_en.eq(deq.o.valid & gfifo.r_rdy)]
-                        with m.If(deq.o.valid & gfifo.r_rdy & (s_j + 1 == f(op, "rows"))):
-                            m.next = "MV_END"
-                    with m.Default():      # TOPK
-                        m.d.comb += [deq.o.ready.eq(1), tk_in.eq(deq.o.valid),
-                                     tk_val.eq(deq.o.payload), s_en.eq(0)]
-                        with m.If(deq.o.valid):
-                            m.d.sync += s_j.eq(s_j + 1)
-                        with m.If(deq.o.valid & (s_j + 1 == f(op, "rows"))):
-                            m.next = "TOPK_SETTLE"
-            with m.State("MV_END"):
-                m.d.sync += w_active.eq(0)
-                m.next = "NEXT"
-            with m.State("TOPK_SETTLE"):     # the last insertion lands this cycle
-                m.d.sync += [w_active.eq(0), tk_emit.eq(0)]
-                m.next = "RESULT_HEAD" if tk else "NEXT"
-            with m.State("RESULT_HEAD"):
-                m.d.comb += [em_val.eq(Cat(Const(REC_RESULT, 8), k_run.as_unsigned()[:8])),
-                             em_n.eq(2), em_load.eq(em_ready)]
-                with m.If(em_ready):
-                    m.next = "RESULT_PAIRS"
-            with m.State("RESULT_PAIRS"):
-                with m.If(tk_emit == k_run):
-                    m.next = "NEXT"
-                with m.Else():
-                    sel_id = Signal(isa.ROWS_BITS)
-                    sel_logit = Signal(signed(32))
-                    with m.Switch(tk_emit):
-                        for i in range(tk):
-                            with m.Case(i):
-                                m.d.comb += [sel_id.eq(tk_id[i]), sel_logit.eq(tk_logit[i])]
-                    m.d.comb += [em_val.eq(Cat(sel_id, Const(0, 32 - isa.ROWS_BITS),
-                                               sel_logit)),
-                                 em_n.eq(8), em_load.eq(em_ready)]
-                    with m.If(em_ready):
-                        m.d.sync += tk_emit.eq(tk_emit + 1)
-
-            with m.State("STREAM"):          # MLGRU, GLU, ADD: gather -> unit -> scatter
-                m.d.comb += inc["WAIT_VECTOR"].eq(1)
-                with m.If(is_op[Opcode.MLGRU]):
-                    m.d.comb += [gfifo.r_en.eq(mlgru.i.ready), mlgru.o.ready.eq(1),
-                                 s_val.eq(mlgru.o.payload), s_en.eq(mlgru.o.valid)]
-                with m.Else():
-                    m.d.comb += [gfifo.r_en.eq(elem.i.ready), elem.o.ready.eq(1),
-                                 s_val.eq(elem.o.payload), s_en.eq(elem.o.valid)]
-                with m.If(Mux(is_op[Opcode.MLGRU], mlgru.o.valid, elem.o.valid)
-                          & (s_j + 1 == g_len)):
-                    m.next = "NEXT"
-
-            with m.State("TRACE_HEAD"):
-                op = Opcode.TRACE
-                m.d.comb += [em_val.eq(Cat(Const(REC_TRACE, 8), f(op, "tag"), f(op, "len"))),
-                             em_n.eq(5), em_load.eq(em_ready)]
-                with m.If(em_ready):
-                    m.d.comb += g_start.eq(1)
-                    m.next = "TRACE"
-            with m.State("TRACE"):
-                m.d.comb += [em_val.eq(g_out.s0), em_n.eq(4),
-                             em_load.eq(em_ready & gfifo.r_rdy),
-                             gfifo.r_en.eq(em_ready)]
-                with m.If(em_ready & gfifo.r_rdy):
-                    m.d.sync += em_count.eq(em_count - 1)
-                    with m.If(em_count == 1):
-                        m.next = "NEXT"
-
-            with m.State("NEXT"):
-                m.d.sync += [exec_op.eq(0), g_active.eq(0), pc.eq(pc + 1)]
-                m.next = "FETCH"
-
-            with m.State("DONE"):            # the records have left: report the token
-                with m.If(em_left == 0):
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.Switch(opcode):
+                    for op, p in pipe_of.items():
+                        with m.Case(op):
+                            ok = ~busy[p]
+                            if op == Opcode.MATVEC:   # R[reg] is taken now: its RMS first
+                                ok = ok & ~(busy[RMS_P] & (rms_reg == f(op, "reg")))
+                            with m.If(ok):
+                                m.d.comb += [go[p].eq(1), inc["INSTRUCTIONS"].eq(1)]
+                                m.d.sync += pc.eq(pc + 1)
+                                m.next = "FETCH"
+                                if op == Opcode.EMBED:
+                                    m.d.sync += v_embed_base.eq(f(op, "base") + mul_p)
+                                if op == Opcode.QUANT:
+                                    tail = aq_head + aq_count
+                                    for i in range(isa.QUEUE_DEPTH):
+                                        with m.If(tail[:1] == i):
+                                            m.d.sync += [aq_k[i].eq(f(op, "len")),
+                                                         aq_rows[i].eq(f(op, "rows"))]
+                                    m.d.sync += aq_count.eq(aq_count + 1)
+                                if op == Opcode.MATVEC:
+                                    m.d.sync += [aq_count.eq(aq_count - 1),
+                                                 aq_head.eq(~aq_head),
+                                                 inv_rms.eq(regs[f(op, "reg")])]
+                                    with m.If(f(op, "mode") == MatvecMode.TOPK):
+                                        m.d.sync += ran_topk.eq(1)
+            with m.State("DRAIN"):           # END: every pipe finishes, then the token ends
+                with m.If(~busy.any() & (em_left == 0)):
                     m.d.comb += [self.token_done.valid.eq(1), self.token_done.payload.eq(1)]
                     with m.If(self.token_done.ready):
                         m.d.comb += inc["TOKENS"].eq(1)
                         m.d.sync += [first.eq(0), self.busy.eq(0)]
                         m.next = "IDLE"
-
+            with m.State("DRAIN_ERROR"):     # the earlier instructions take their effect
+                with m.If(~busy.any()):
+                    m.next = "ERROR"
             with m.State("ERROR"):           # ERROR record: type, code, pc
-                m.d.comb += [em_val.eq(Cat(Const(REC_ERROR, 8), err_code, err_pc)),
-                             em_n.eq(4), em_load.eq(em_ready)]
+                m.d.comb += [em_seq["val"].eq(Cat(Const(RecordType.ERROR, 8), err_code,
+                                                  err_pc)),
+                             em_seq["n"].eq(4), em_seq["load"].eq(em_ready)]
                 with m.If(em_ready):
-                    m.d.sync += exec_op.eq(0)
                     m.next = "ERROR_DONE"
             with m.State("ERROR_DONE"):
                 with m.If(em_left == 0):
