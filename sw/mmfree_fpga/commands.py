@@ -1,0 +1,447 @@
+"""The core's command interface: the byte stream the host speaks to the command processor.
+
+This docstring is the specification (the gateware, ``hw/mmfree_hw/command.py``, the driver,
+``driver/core.py``, and the tests import the definitions below; nothing retypes them).
+Standard library and NumPy only.
+
+Issue 9 wraps these bytes in frames (start of frame, sequence number, length, CRC) carried by
+a UART; here they go to the command processor as they are. Without framing nothing can
+resynchronize a stream that lost its step (a dropped byte, an unknown opcode): the host's
+only recovery is a reset of the device. The frames of issue 9 add that.
+
+Conventions
+===========
+
+Every integer is little-endian; ``u8/u16/u32`` unsigned, ``i32`` two's complement. The host
+sends a command (an opcode byte, :class:`Command`, then its payload) and reads its reply,
+which always starts with a status byte (:class:`Status`). A host may send the next command
+before it has read a reply (the processor takes it when it is done), but it must read
+replies in order.
+
+A *word* is one entry of a memory space (:class:`isa.Space`); on the stream it takes
+``ceil(width / 8)`` bytes, little-endian (:func:`word_bytes`):
+
+========  =============  ==============  ==========================================
+space     width (bits)   bytes per word  NumPy view the driver uses
+========  =============  ==============  ==========================================
+WEIGHTS   2 x lanes      lanes / 4       uint8 ``[count, lanes / 4]`` (engine_words)
+PARAMS    32             4               int32
+EMBED     16             2               int16
+SCRATCH   32             4               int32
+STATE     32             4               int32
+PROGRAM   128            16              uint8 ``[count, 16]`` or Python ints
+========  =============  ==============  ==========================================
+
+Commands (host -> core)
+=======================
+
+``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 35 bytes)::
+
+    u8  status        OK
+    4   magic         b"MMFC"
+    u16 version       VERSION (the command set's; a host refuses any other)
+    u16 lanes
+    u32 words[6]      the word count of every space, in isa.Space order
+    u8  max_topk
+    u8  n_counters    how many u32 counters DONE and COUNTERS carry
+
+``WRITE`` (0x02): ``u8 space, u32 addr, u32 count``, then ``count`` words. Reply: status.
+``OK`` once every word is written. ``BAD_RANGE`` when ``addr + count`` exceeds the space's
+size: the data bytes are still taken (so the stream stays in step) but nothing is written.
+``BAD_SPACE`` for a space number the core does not have: such a space has no words, so no
+data bytes follow (a host learns the spaces from IDENTIFY and sends only those).
+
+``READ`` (0x03): ``u8 space, u32 addr, u32 count``. Reply: status, then (only if OK) the
+``count`` words. ``BAD_SPACE``/``BAD_RANGE`` as for WRITE.
+
+``RESET_STATE`` (0x04), no payload. Reply: status. The next token is a sequence's first:
+its MLGRU takes h = 0 (no memory is cleared; it costs no cycles).
+
+``RUN`` (0x05): ``u8 topk, u16 count``, then ``count`` token ids (``u32`` each). The core
+runs the tokens one after another; the last one with ``k_run = topk`` candidates, the ones
+before it (the prompt) with ``k_run = 0``. Reply: status (``BAD_ARG`` when ``topk >
+max_topk`` or ``count = 0``: the token ids are taken and none runs, nothing follows), then,
+when OK, the records of the run, in the order the core makes them, ending with DONE::
+
+    TRACE   u8 0x01, u16 tag, u16 len, i32 values[len]     (a TRACE instruction)
+    RESULT  u8 0x02, u8 n, n x (u32 id, i32 logit)         (the last token's candidates,
+                                                            best first; none when topk = 0)
+    ERROR   u8 0x03, u8 code, u16 pc                       (:class:`isa.ErrorCode`)
+    DONE    u8 0x04, u32 counters[n_counters]              (:data:`COUNTERS` order)
+
+ERROR means the sequencer stopped (an unknown opcode, an out-of-range address, queue misuse,
+a token out of range: ``isa``'s refusals): no further token runs (their ids are still
+taken) and DONE follows. The error codes are ``isa.ErrorCode`` (re-exported here as
+:data:`ErrorCode`): the sequencer, the executor and this interface share one table.
+
+``COUNTERS`` (0x06), no payload. Reply: status OK, ``u32 counters[n_counters]``.
+
+``RESET_COUNTERS`` (0x07), no payload. Reply: status OK; every counter restarts at 0.
+
+Any other opcode: reply ``BAD_COMMAND``, and the processor reads the next byte as an opcode.
+(The bytes of the payload that the host meant to follow are then read as commands: the
+stream is out of step and only a reset recovers it; see above.)
+
+Counters (:class:`Counter`, u32, wrapping) count since the last RESET_COUNTERS (or reset):
+``CYCLES`` clock cycles while a token runs, ``ENGINE_BUSY`` cycles the engine took a weight
+word, ``ENGINE_WAIT_WEIGHTS`` cycles it waited for one, ``WAIT_VECTOR`` cycles the sequencer
+waited for a vector unit, ``SEQUENCER`` cycles of sequencer overhead (issuing, no unit busy),
+``INSTRUCTIONS`` instructions issued, ``TOKENS`` tokens completed. Their exact definitions
+belong to the core (hw/mmfree_hw/core.py); a core may add counters after these (IDENTIFY's
+``n_counters`` says how many; a host names the extra ones ``counter_<i>``).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from . import isa
+from .isa import ErrorCode, Space
+
+__all__ = ["MAGIC", "VERSION", "Command", "Status", "RecordType", "ErrorCode", "Counter",
+           "COUNTERS", "Space", "word_bits", "word_bytes", "identify_reply", "Identity"]
+
+MAGIC = b"MMFC"
+VERSION = 1
+
+
+class Command(enum.IntEnum):
+    IDENTIFY = 0x01
+    WRITE = 0x02
+    READ = 0x03
+    RESET_STATE = 0x04
+    RUN = 0x05
+    COUNTERS = 0x06
+    RESET_COUNTERS = 0x07
+
+
+#: Payload bytes that follow a command's opcode before any data (WRITE's words and RUN's
+#: token ids come after these).
+HEADER_BYTES = {Command.IDENTIFY: 0, Command.WRITE: 9, Command.READ: 9,
+                Command.RESET_STATE: 0, Command.RUN: 3, Command.COUNTERS: 0,
+                Command.RESET_COUNTERS: 0}
+
+
+class Status(enum.IntEnum):
+    OK = 0x00
+    BAD_COMMAND = 0x01    # unknown opcode
+    BAD_SPACE = 0x02      # no such memory space
+    BAD_RANGE = 0x03      # addr + count past the space's end
+    BAD_ARG = 0x04        # RUN: topk > max_topk or count = 0
+
+
+class RecordType(enum.IntEnum):
+    TRACE = 0x01
+    RESULT = 0x02
+    ERROR = 0x03
+    DONE = 0x04
+
+
+class Counter(enum.IntEnum):
+    """The core's counters, in the order DONE and COUNTERS carry them."""
+
+    CYCLES = 0
+    ENGINE_BUSY = 1
+    ENGINE_WAIT_WEIGHTS = 2
+    WAIT_VECTOR = 3
+    SEQUENCER = 4
+    INSTRUCTIONS = 5
+    TOKENS = 6
+
+
+COUNTERS: tuple[str, ...] = tuple(c.name for c in Counter)
+MAX_RUN_TOKENS = 0xFFFF          # RUN's count is a u16
+IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1
+TRACE_HEAD = struct.Struct("<BHH")      # type, tag, len
+RESULT_HEAD = struct.Struct("<BB")      # type, n
+ERROR_RECORD = struct.Struct("<BBH")    # type, code, pc
+ADDR_HEAD = struct.Struct("<BBII")      # opcode, space, addr, count
+RUN_HEAD = struct.Struct("<BBH")        # opcode, topk, count
+_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBB")
+
+
+def word_bits(space: Space, lanes: int) -> int:
+    """Bits of one word of a space (``CoreConfig.word_width``, from the lanes alone)."""
+    space = Space(space)
+    if space == Space.WEIGHTS:
+        return 2 * lanes
+    return {Space.PARAMS: 32, Space.EMBED: 16, Space.SCRATCH: 32, Space.STATE: 32,
+            Space.PROGRAM: isa.WORD_BITS}[space]
+
+
+def word_bytes(space: Space, lanes: int) -> int:
+    """Bytes one word of a space takes on the stream: ``ceil(width / 8)``."""
+    return -(-word_bits(space, lanes) // 8)
+
+
+#: The NumPy dtype of the spaces whose words are integers NumPy holds (others: uint8 rows).
+NARROW_DTYPES = {Space.PARAMS: np.dtype("<i4"), Space.EMBED: np.dtype("<i2"),
+                 Space.SCRATCH: np.dtype("<i4"), Space.STATE: np.dtype("<i4")}
+
+
+# -- words <-> bytes -------------------------------------------------------------------------
+
+def words_to_bytes(space: Space, words, lanes: int) -> bytes:
+    """The stream bytes of ``words`` of a space, without any header.
+
+    ``words`` is a uint8 array ``[count, word_bytes]`` (each row one word's bytes, as
+    ``numerics.engine_words`` and the compiler's images give WEIGHTS), or a 1-D sequence of
+    integers: each must fit the word as a signed or an unsigned value (two's complement is
+    sent: int16 embedding entries and int32 values go as they are), or a NumPy integer
+    array for the 16/32-bit spaces (converted in one go).
+    """
+    space = Space(space)
+    nb, bits = word_bytes(space, lanes), word_bits(space, lanes)
+    if isinstance(words, np.ndarray) and words.ndim == 2:
+        if words.dtype != np.uint8 or words.shape[1] != nb:
+            raise ValueError(f"{space.name} words as rows must be uint8 [count, {nb}], got "
+                             f"{words.dtype} {list(words.shape)}")
+        return np.ascontiguousarray(words).tobytes()
+    if isinstance(words, np.ndarray) and words.ndim == 1 and words.dtype.kind in "iu" \
+            and bits <= 64:
+        if words.size:
+            lo, hi = int(words.min()), int(words.max())
+            if lo < -(1 << (bits - 1)) or hi >= 1 << bits:
+                raise ValueError(f"{space.name} values {lo} .. {hi} do not fit {bits} bits")
+        unsigned = np.dtype(f"<u{nb}")
+        return words.astype(np.int64).astype(unsigned).tobytes() if words.dtype.kind == "i" \
+            else words.astype(unsigned).tobytes()
+    if isinstance(words, np.ndarray) and words.ndim != 1:
+        raise ValueError(f"words must be 1-D or [count, {nb}] uint8, got shape {words.shape}")
+    out = bytearray()
+    mask = (1 << (8 * nb)) - 1
+    for i, w in enumerate(words):
+        w = int(w)
+        if not -(1 << (bits - 1)) <= w < 1 << bits:
+            raise ValueError(f"{space.name} word {i} = {w} does not fit {bits} bits")
+        out += (w & mask).to_bytes(nb, "little")
+    return bytes(out)
+
+
+def bytes_to_words(space: Space, data: bytes, lanes: int) -> np.ndarray:
+    """Words from their stream bytes: :data:`NARROW_DTYPES` for the 16/32-bit spaces
+    (signed: the values as the core holds them), uint8 ``[count, word_bytes]`` for WEIGHTS
+    and PROGRAM (:func:`rows_to_ints` turns rows into Python ints)."""
+    space = Space(space)
+    nb = word_bytes(space, lanes)
+    if len(data) % nb:
+        raise ValueError(f"{len(data)} bytes are not whole {space.name} words of {nb} bytes")
+    if space in NARROW_DTYPES:
+        return np.frombuffer(data, dtype=NARROW_DTYPES[space]).copy()
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, nb).copy()
+
+
+def rows_to_ints(rows: np.ndarray) -> list[int]:
+    """uint8 word rows -> one unsigned Python int per word (little-endian)."""
+    return [int.from_bytes(r.tobytes(), "little") for r in rows]
+
+
+# -- host -> core ----------------------------------------------------------------------------
+
+def encode_identify() -> bytes:
+    return bytes([Command.IDENTIFY])
+
+
+def encode_write(space: Space, addr: int, words, lanes: int | None = None) -> bytes:
+    """A whole WRITE command. ``lanes`` is needed only for WEIGHTS given as integers (rows
+    carry their width)."""
+    space = Space(space)
+    if lanes is None:
+        if space == Space.WEIGHTS and isinstance(words, np.ndarray) and words.ndim == 2:
+            lanes = 4 * words.shape[1]
+        elif space == Space.WEIGHTS:
+            raise ValueError("WEIGHTS words as integers need lanes (their width)")
+        else:
+            lanes = 4                   # unused: the other spaces' widths are fixed
+    data = words_to_bytes(space, words, lanes)
+    count = len(data) // word_bytes(space, lanes)
+    return encode_write_header(space, addr, count) + data
+
+
+def encode_write_header(space: int, addr: int, count: int) -> bytes:
+    """WRITE's opcode and header alone (the words follow); any space number, for tests."""
+    return ADDR_HEAD.pack(Command.WRITE, space, addr, count)
+
+
+def encode_read(space: int, addr: int, count: int) -> bytes:
+    return ADDR_HEAD.pack(Command.READ, space, addr, count)
+
+
+def encode_reset_state() -> bytes:
+    return bytes([Command.RESET_STATE])
+
+
+def encode_run(tokens: Sequence[int], topk: int) -> bytes:
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    if not 0 <= topk <= 0xFF:
+        raise ValueError(f"topk = {topk} does not fit its u8")
+    if len(tokens) > MAX_RUN_TOKENS:
+        raise ValueError(f"{len(tokens)} tokens: one RUN takes at most {MAX_RUN_TOKENS}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= 1 << 32):
+        raise ValueError("token ids must fit a u32")
+    return RUN_HEAD.pack(Command.RUN, topk, len(tokens)) + tokens.astype("<u4").tobytes()
+
+
+def encode_counters() -> bytes:
+    return bytes([Command.COUNTERS])
+
+
+def encode_reset_counters() -> bytes:
+    return bytes([Command.RESET_COUNTERS])
+
+
+# -- core -> host: what the core sends (gateware ROM, fake cores, tests) ---------------------
+
+def identify_reply(core) -> bytes:
+    """The 35-byte IDENTIFY reply of a core (a ``CoreConfig``), status included. The
+    gateware sends exactly these bytes (its ROM is built from this function)."""
+    return _IDENT.pack(Status.OK, MAGIC, VERSION, core.lanes,
+                       *(core.size(s) for s in Space), core.max_topk, len(Counter))
+
+
+def encode_trace(tag: int, values) -> bytes:
+    values = np.asarray(values, dtype=np.int64)
+    return TRACE_HEAD.pack(RecordType.TRACE, tag, len(values)) + values.astype("<i4").tobytes()
+
+
+def encode_result(ids, logits) -> bytes:
+    ids, logits = np.asarray(ids, dtype=np.int64), np.asarray(logits, dtype=np.int64)
+    pairs = np.empty(len(ids), dtype=[("id", "<u4"), ("logit", "<i4")])
+    pairs["id"], pairs["logit"] = ids, logits
+    return RESULT_HEAD.pack(RecordType.RESULT, len(ids)) + pairs.tobytes()
+
+
+def encode_error(code: int, pc: int) -> bytes:
+    return ERROR_RECORD.pack(RecordType.ERROR, code, pc)
+
+
+def encode_done(counters: Iterable[int]) -> bytes:
+    return bytes([RecordType.DONE]) + encode_counter_values(counters)
+
+
+def encode_counter_values(counters: Iterable[int]) -> bytes:
+    return np.asarray(list(counters), dtype=np.int64).astype("<u4").tobytes()
+
+
+# -- parsing replies from a byte reader -------------------------------------------------------
+
+Reader = Callable[[int], bytes]   # reader(n) -> exactly n bytes (or raises)
+
+
+class Identity(NamedTuple):
+    version: int
+    lanes: int
+    words: dict          # Space -> word count
+    max_topk: int
+    n_counters: int
+
+    @property
+    def counter_names(self) -> tuple[str, ...]:
+        return counter_names(self.n_counters)
+
+
+class Trace(NamedTuple):
+    tag: int
+    values: np.ndarray   # int64
+
+
+class Result(NamedTuple):
+    ids: np.ndarray      # int64, best first
+    logits: np.ndarray   # int64
+
+
+class Error(NamedTuple):
+    code: int            # ErrorCode value (an unknown one stays an int)
+    pc: int
+
+
+class Done(NamedTuple):
+    counters: tuple[int, ...]
+
+
+class ProtocolError(ValueError):
+    """Bytes from the core that do not follow this specification."""
+
+
+class VersionMismatch(ProtocolError):
+    def __init__(self, device: int, host: int = VERSION):
+        self.device, self.host = device, host
+        super().__init__(f"the core speaks command-set version {device}, this host version "
+                         f"{host}: use a host and a bitstream (or simulator build) of the "
+                         f"same version")
+
+
+def counter_names(n: int) -> tuple[str, ...]:
+    return COUNTERS[:n] + tuple(f"counter_{i}" for i in range(len(COUNTERS), n))
+
+
+def bytes_reader(data: bytes) -> Reader:
+    """A reader over a bytes object (raises EOFError past its end)."""
+    pos = [0]
+
+    def read(n: int) -> bytes:
+        if pos[0] + n > len(data):
+            raise EOFError(f"wanted {n} bytes at offset {pos[0]}, {len(data) - pos[0]} left")
+        out = data[pos[0]:pos[0] + n]
+        pos[0] += n
+        return out
+    return read
+
+
+def read_status(read: Reader) -> Status | int:
+    """The status byte (a :class:`Status`, or the raw int if the core sent an unknown one)."""
+    s = read(1)[0]
+    return Status(s) if s in Status._value2member_map_ else s
+
+
+def read_identify(read: Reader) -> Identity:
+    """IDENTIFY's reply after its status byte. Checks the magic, then the version (before
+    anything that a later version might lay out differently)."""
+    magic = read(4)
+    if magic != MAGIC:
+        raise ProtocolError(f"IDENTIFY answered magic {magic!r}, not {MAGIC!r}: not an "
+                            f"mmfree-fpga core (or a link out of step)")
+    version = struct.unpack("<H", read(2))[0]
+    if version != VERSION:
+        raise VersionMismatch(version)
+    rest = _IDENT.size - 7
+    vals = struct.unpack(f"<H{len(Space)}IBB", read(rest))
+    return Identity(version=version, lanes=vals[0],
+                    words={s: vals[1 + i] for i, s in enumerate(Space)},
+                    max_topk=vals[-2], n_counters=vals[-1])
+
+
+def read_counter_values(read: Reader, n_counters: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.frombuffer(read(4 * n_counters), dtype="<u4"))
+
+
+def read_record(read: Reader, n_counters: int) -> Trace | Result | Error | Done:
+    kind = read(1)[0]
+    if kind == RecordType.TRACE:
+        tag, n = struct.unpack("<HH", read(4))
+        return Trace(tag, np.frombuffer(read(4 * n), dtype="<i4").astype(np.int64))
+    if kind == RecordType.RESULT:
+        n = read(1)[0]
+        pairs = np.frombuffer(read(8 * n), dtype=[("id", "<u4"), ("logit", "<i4")])
+        return Result(pairs["id"].astype(np.int64), pairs["logit"].astype(np.int64))
+    if kind == RecordType.ERROR:
+        code, pc = struct.unpack("<BH", read(3))
+        return Error(ErrorCode(code) if code in ErrorCode._value2member_map_ else code, pc)
+    if kind == RecordType.DONE:
+        return Done(read_counter_values(read, n_counters))
+    raise ProtocolError(f"record type 0x{kind:02x} is none of {[t.name for t in RecordType]}")
+
+
+def read_run_records(read: Reader, n_counters: int) -> list:
+    """RUN's records after an OK status, DONE included (always the last)."""
+    out = []
+    while True:
+        rec = read_record(read, n_counters)
+        out.append(rec)
+        if isinstance(rec, Done):
+            return out
