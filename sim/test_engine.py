@@ -36,7 +36,7 @@ from mmfree_hw.engine import TernaryEngine
 LATENCY = TernaryEngine.LATENCY
 TURNAROUND = TernaryEngine.RESULT_TURNAROUND
 DOC_LATENCY, DOC_TURNAROUND = 5, 6      # the docstring's numbers
-WEIGHTS_AFTER_LOAD = 2                  # "weights.ready rises 2 cycles after the last act beat"
+WEIGHTS_AFTER_ACT = 1       # "a weight word is taken ... from the cycle after the act beat"
 MODEL = Path(__file__).resolve().parents[1] / "sw" / "mmfree_fpga" / "models" / "default.mmf"
 PROJECTIONS = ["i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj"]
 
@@ -255,8 +255,9 @@ async def engine(dut):
 async def timing(dut):
     """The docstring's figures, no gaps and no back-pressure unless stated:
 
-    - an isolated product of G groups: its first word is accepted 2 cycles after its last
-      act beat; each acc beat is valid LATENCY (5) cycles after the edge that accepted its
+    - an isolated product of G groups, activations and weights offered together: its first
+      word is accepted 1 cycle after its first act beat, and group 0 follows the act beats
+      column by column; each acc beat is valid LATENCY (5) cycles after the edge that accepted its
       group's last word; groups finish max(K, RESULT_TURNAROUND (6)) cycles apart, so the
       product takes K + 5 + (G - 1) max(K, 6) cycles from its first word to its last acc
       beat: G K + 5 for K >= 6, 6 cycles per group for K = 1..5;
@@ -285,13 +286,14 @@ async def timing(dut):
             lasts = [words[(g + 1) * k - 1] for g in range(groups)]
             latency = sorted({b - a for a, b in zip(lasts, acc, strict=True)})
             spacing = sorted({b - a for a, b in zip(acc, acc[1:], strict=False)})
-            figures.append((k, groups, words[0] - act[-1], latency, spacing,
+            behind = sorted({words[c] - act[c] for c in range(k)})
+            figures.append((k, groups, behind, latency, spacing,
                             acc[-1] - words[0] + 1))
-    dut._log.info("engine timing (K, G, load -> first word, latency, group spacing, total "
+    dut._log.info("engine timing (K, G, act -> word of each column, latency, group spacing, total "
                   "cycles): %s", figures)
     for k, groups, load, latency, spacing, total in figures:
         per_group = max(k, TURNAROUND)
-        assert load == WEIGHTS_AFTER_LOAD, (k, groups, load)
+        assert load == [WEIGHTS_AFTER_ACT], (k, groups, load)
         assert latency == [LATENCY], (k, groups, latency)
         assert spacing == ([per_group] if groups > 1 else []), (k, groups, spacing)
         assert total == k + LATENCY + (groups - 1) * per_group, (k, groups, total)

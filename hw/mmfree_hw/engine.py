@@ -53,9 +53,12 @@ class TernaryEngine(wiring.Component):
 
     Activation loading: vector v+1 loads into the free bank while vector v's row groups run,
     so loads cost nothing in steady state. ``act.ready`` is low while both banks hold a
-    vector; ``weights.ready`` is low until the current vector's K beats have arrived (it
-    rises 2 cycles after the last ``act`` beat). A bank is free again 2 cycles after the
-    last word of its last row group is accepted.
+    vector. A weight word is taken once its column's activation is in the bank
+    (``weights.ready`` is low while column c has not arrived, from the cycle after the
+    ``act`` beat that carries it): group 0 runs right behind activations that arrive one
+    per cycle, as the quantizer's codes do, so the engine need not wait for a whole vector;
+    later groups find it complete. A bank is free again 2 cycles after the last word of its
+    last row group is accepted.
 
     Latency: ``LATENCY`` = 5: a group's ``acc`` beat is valid 5 cycles after the cycle whose
     edge accepted its last weight word (memory read, two q registers, code decode,
@@ -169,8 +172,12 @@ class TernaryEngine(wiring.Component):
         cur_col_last = Mux(rd_fresh, bank(k_one), col_last)
         cur_grp_left = Mux(rd_fresh, bank(glast), grp_left)
         cur_grp_last = Mux(rd_fresh, bank(g_one), grp_last)
+        # A column can be read once its activation is in the bank: group 0 of a vector runs
+        # right behind the activations as they arrive (the quantizer's second pass), later
+        # groups find the bank complete. avail counts a bank's written columns.
+        avail = [Signal(range(self.max_k + 1), name=f"avail{b}") for b in range(2)]
         m.d.comb += [
-            self.weights.ready.eq(bank(full) & ~(cur_col_last & pending)),
+            self.weights.ready.eq((col < bank(avail)) & ~(cur_col_last & pending)),
             rd.addr.eq(Cat(col[:col_bits], rd_bank)),
         ]
         accept = self.weights.valid & self.weights.ready
@@ -199,6 +206,11 @@ class TernaryEngine(wiring.Component):
                     col_left.eq(cur_col_left - 1),
                     col_last.eq(Mux(rd_fresh, bank(k_two), col_left == 1)),
                     grp_left.eq(cur_grp_left), grp_last.eq(cur_grp_last)]
+        for b in range(2):
+            with m.If(clr_full[b]):
+                m.d.sync += avail[b].eq(0)
+            with m.Elif(act_accept & (wr_bank == b)):
+                m.d.sync += avail[b].eq(avail[b] + 1)
         # The writer only sets a bank that is not full, the reader only clears a full one.
         # Both events are registered first: the two control cones meet at ``full``, and a
         # bank that turns full or free a cycle later costs nothing in steady state.
