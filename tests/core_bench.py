@@ -10,6 +10,7 @@ from amaranth.sim import Simulator
 
 from mmfree_fpga.commands import COUNTERS, RecordType
 from mmfree_fpga.isa import Space
+from mmfree_hw.command import port_name
 from mmfree_hw.core import Core
 
 REC_TRACE, REC_RESULT, REC_ERROR = RecordType.TRACE, RecordType.RESULT, RecordType.ERROR
@@ -47,7 +48,7 @@ def run_core(cfg, compiled, runs, max_cycles=2_000_000):
     async def bench(ctx):
         images = compiled.images()
         for space, words in images.items():
-            port = getattr(dut, f"wr_{space.name.lower()}")
+            port = getattr(dut, port_name(space)).write
             if space == Space.WEIGHTS:
                 words = [int.from_bytes(w.tobytes(), "little") for w in words]
             for addr, w in enumerate(words):
@@ -68,6 +69,7 @@ def run_core(cfg, compiled, runs, max_cycles=2_000_000):
             ctx.set(dut.run.payload.token, tok)
             ctx.set(dut.run.payload.k_run, k)
             ctx.set(dut.run.payload.last, 1)
+            ctx.set(dut.run.payload.first, 1)
             ctx.set(dut.run.valid, 1)
             await ctx.tick()
             ctx.set(dut.run.valid, 0)
@@ -76,7 +78,7 @@ def run_core(cfg, compiled, runs, max_cycles=2_000_000):
                 if ctx.get(dut.records.valid):
                     raw.append(ctx.get(dut.records.payload))
                 if ctx.get(dut.token_done.valid):
-                    ok = ctx.get(dut.token_done.payload)
+                    ok = ctx.get(dut.token_done.payload.ok)
                     await ctx.tick()
                     break
                 await ctx.tick()

@@ -29,20 +29,21 @@ starts). The MLGRU thus runs behind the g_proj outputs, the norms of o behind th
 the GLU behind the up half of gate_proj, and the residual stream's norms behind the
 fused residual add.
 
-Ports (every one a stream, except ``counters``, ``busy`` and the host read ports):
+Ports (every one a stream, except ``counters`` and ``busy``):
 
-- ``run``: In, :func:`run_beat` per token: the token id, ``k_run`` (candidates wanted, 0
-  for a prompt token) and ``last`` (the command's last token). The core runs the program
+- ``run``: In, ``command.RUN_LAYOUT`` per token: the token id, ``k_run`` (candidates
+  wanted, 0 for a prompt token; at most ``max_topk``, which the command processor
+  checks). The core runs the program
   from PROGRAM address 0 until END (or SKIP_UNLESS_LAST when ``k_run`` = 0).
 - ``reset_state``: In, one beat while idle: the next token starts a sequence (the MLGRU
   takes h = 0), the activation queue is emptied and an error state is cleared.
 - ``records``: Out, bytes: the token's TRACE, RESULT and ERROR records, exactly as
   ``mmfree_fpga.commands`` specifies them (the command processor adds DONE).
 - ``token_done``: Out, one beat per token after its records: ``ok`` = 0 after an error.
-- host access, only while no token runs: ``wr_<space>`` streams (addr, data) for WEIGHTS,
-  PARAMS, EMBED, SCRATCH and PROGRAM; ``rd_<space>_addr`` / ``rd_<space>_data`` for
-  PARAMS, EMBED, SCRATCH and PROGRAM, data one cycle after the address. STATE lives in the
-  MLGRU unit and WEIGHTS has no host read port.
+- ``mem_<space>``, one per memory space: the command processor's access port
+  (``command.mem_access_signature``, flipped): writes and reads, only while no token
+  runs (``ready`` is low while one does); a read's word is valid the cycle after its
+  address and held until taken. STATE is the MLGRU unit's own memory.
 - ``counters``: Out, ``commands.COUNTERS`` x 32 bits, stable while no token runs;
   ``reset_counters``: In, one beat (while idle) zeroes them.
 - ``busy``: Out, high while a token runs.
@@ -65,7 +66,7 @@ takes them as they are; an FPGA build needs them banked or replicated (the board
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.hdl import ResetInserter
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -77,6 +78,7 @@ from mmfree_fpga.commands import COUNTERS, RecordType
 from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import ErrorCode, MatvecMode, Opcode, Space
 
+from .command import RUN_LAYOUT, TOKEN_DONE_LAYOUT, mem_access_signature, port_name
 from .elementwise import ElementwiseUnit, Op
 from .engine import TernaryEngine
 from .mlgru import MLGRUUnit
@@ -86,11 +88,6 @@ from .scalar import PFloat
 
 RMS_P, QNT_P, MV_P, VEC_P = range(4)          # the pipes
 NPIPES = 4
-
-
-def run_beat(cfg: CoreConfig) -> data.StructLayout:
-    return data.StructLayout({"token": unsigned(isa.ROWS_BITS),
-                              "k_run": range(cfg.max_topk + 1), "last": 1})
 
 
 class _Gather:
@@ -188,20 +185,15 @@ class Core(wiring.Component):
             raise ValueError("the core needs max_n a power of two (STATE regions)")
         self.cfg = cfg
         self.abits = {s: max(1, ceil_log2(cfg.size(s))) for s in Space}
-        host = {}
-        for s in (Space.WEIGHTS, Space.PARAMS, Space.EMBED, Space.SCRATCH, Space.PROGRAM):
-            host[f"wr_{s.name.lower()}"] = In(stream.Signature(data.StructLayout({
-                "addr": unsigned(self.abits[s]), "data": unsigned(cfg.word_width(s))})))
-        for s in (Space.PARAMS, Space.EMBED, Space.SCRATCH, Space.PROGRAM):
-            host[f"rd_{s.name.lower()}_addr"] = In(unsigned(self.abits[s]))
-            host[f"rd_{s.name.lower()}_data"] = Out(unsigned(cfg.word_width(s)))
+        host = {port_name(s): In(mem_access_signature(self.abits[s], cfg.word_width(s)))
+                for s in Space}
         super().__init__({
-            "run": In(stream.Signature(run_beat(cfg))),
-            "reset_state": In(stream.Signature(1)),
+            "run": In(stream.Signature(RUN_LAYOUT)),
+            "reset_state": In(stream.Signature(0)),
             "records": Out(stream.Signature(8)),
-            "token_done": Out(stream.Signature(1)),
+            "token_done": Out(stream.Signature(TOKEN_DONE_LAYOUT)),
             "counters": Out(data.ArrayLayout(32, len(COUNTERS))),
-            "reset_counters": In(stream.Signature(1)),
+            "reset_counters": In(stream.Signature(0)),
             "busy": Out(1),
             **host,
         })
@@ -224,9 +216,9 @@ class Core(wiring.Component):
         m_wgt = mem(Space.WEIGHTS, cfg.word_bits)
         for mm, space in ((m_prog, Space.PROGRAM), (m_par, Space.PARAMS),
                           (m_emb, Space.EMBED), (m_wgt, Space.WEIGHTS)):
-            port, s = mm.write_port(), getattr(self, f"wr_{space.name.lower()}")
-            m.d.comb += [s.ready.eq(~self.busy), port.addr.eq(s.payload.addr),
-                         port.data.eq(s.payload.data), port.en.eq(s.valid & ~self.busy)]
+            port, wr = mm.write_port(), getattr(self, port_name(space)).write
+            m.d.comb += [wr.ready.eq(~self.busy), port.addr.eq(wr.payload.addr),
+                         port.data.eq(wr.payload.data), port.en.eq(wr.valid & ~self.busy)]
         prog_rd = m_prog.read_port()
         wgt_rd = m_wgt.read_port()
         emb_rd = m_emb.read_port()
@@ -252,7 +244,7 @@ class Core(wiring.Component):
         # -- sequencer state ---------------------------------------------------------------
         ir = Signal(isa.WORD_BITS)
         pc = Signal(range(cfg.program_words + 1))
-        token = Signal(isa.ROWS_BITS)
+        token = Signal(32)
         k_run = Signal(range(cfg.max_topk + 1))
         first = Signal(init=1)               # the next token starts a sequence
         halted = Signal()
@@ -324,13 +316,35 @@ class Core(wiring.Component):
                     hits.append(earlier[p][q] & inside(addr, scatters[q].pending()))
             m.d.comb += sc.blocked.eq(Cat(*hits).any() if hits else 0)
 
-        # host access while idle; the pipes' addresses while running
-        m.d.comb += [prog_rd.addr.eq(Mux(self.busy, pc, self.rd_program_addr)),
-                     self.rd_program_data.eq(prog_rd.data),
-                     self.rd_params_data.eq(par_rd["v0"].data),
-                     self.rd_embed_data.eq(emb_rd.data),
-                     self.rd_scratch_data.eq(scr_rd["v0"].data),
-                     self.wr_scratch.ready.eq(~self.busy)]
+        # host access while no token runs: reads through a pipe's read port, answered the
+        # cycle after the address and held (the address is kept) until taken
+        host_addr = {}
+        for space in Space:
+            acc = getattr(self, port_name(space))
+            rvalid = Signal(name=f"host_{space.name.lower()}_rvalid")
+            held = Signal(self.abits[space], name=f"host_{space.name.lower()}_addr")
+            fire = acc.read_addr.valid & acc.read_addr.ready
+            m.d.comb += acc.read_addr.ready.eq(~self.busy & (~rvalid | acc.read_data.ready))
+            with m.If(fire):
+                m.d.sync += [rvalid.eq(1), held.eq(acc.read_addr.payload)]
+            with m.Elif(acc.read_data.ready):
+                m.d.sync += rvalid.eq(0)
+            host_addr[space] = Mux(fire, acc.read_addr.payload, held)
+            m.d.comb += acc.read_data.valid.eq(rvalid)
+        h_scr, h_state = self.mem_scratch, self.mem_state
+        m.d.comb += [prog_rd.addr.eq(Mux(self.busy, pc, host_addr[Space.PROGRAM])),
+                     self.mem_program.read_data.payload.eq(prog_rd.data),
+                     self.mem_params.read_data.payload.eq(par_rd["v0"].data),
+                     self.mem_embed.read_data.payload.eq(emb_rd.data),
+                     self.mem_scratch.read_data.payload.eq(scr_rd["v0"].data),
+                     self.mem_weights.read_data.payload.eq(wgt_rd.data),
+                     self.mem_state.read_data.payload.eq(mlgru.host_rdata),
+                     h_scr.write.ready.eq(~self.busy), h_state.write.ready.eq(~self.busy),
+                     mlgru.host_en.eq(~self.busy),
+                     mlgru.host_addr.eq(Mux(h_state.write.valid, h_state.write.payload.addr,
+                                            host_addr[Space.STATE])),
+                     mlgru.host_we.eq(h_state.write.valid),
+                     mlgru.host_wdata.eq(h_state.write.payload.data)]
         for g in (g_rms, g_qnt, g_mv):
             g.drive_addresses()
         sc_mv.drive()
@@ -338,12 +352,12 @@ class Core(wiring.Component):
             g_vec.drive_addresses()
             sc_vec.drive()
         with m.Else():
-            m.d.comb += [scr_rd["v0"].addr.eq(self.rd_scratch_addr),
-                         par_rd["v0"].addr.eq(self.rd_params_addr),
-                         emb_rd.addr.eq(self.rd_embed_addr),
-                         scr_wr["vec"].addr.eq(self.wr_scratch.payload.addr),
-                         scr_wr["vec"].data.eq(self.wr_scratch.payload.data),
-                         scr_wr["vec"].en.eq(self.wr_scratch.valid)]
+            m.d.comb += [scr_rd["v0"].addr.eq(host_addr[Space.SCRATCH]),
+                         par_rd["v0"].addr.eq(host_addr[Space.PARAMS]),
+                         emb_rd.addr.eq(host_addr[Space.EMBED]),
+                         scr_wr["vec"].addr.eq(h_scr.write.payload.addr),
+                         scr_wr["vec"].data.eq(h_scr.write.payload.data),
+                         scr_wr["vec"].en.eq(h_scr.write.valid)]
 
         # -- record emitter: up to 8 bytes of a value, LSB first; one client at a time -----
         em_sh, em_left = Signal(64), Signal(4)
@@ -485,7 +499,7 @@ class Core(wiring.Component):
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.word_bits, depth=4)
         w_issue, w_inflight = Signal(), Signal()
         m.d.comb += [w_issue.eq(w_active & (w_j < w_len) & (wfifo.level + w_inflight < 3)),
-                     wgt_rd.addr.eq(w_base + w_j),
+                     wgt_rd.addr.eq(Mux(self.busy, w_base + w_j, host_addr[Space.WEIGHTS])),
                      wfifo.w_en.eq(w_inflight), wfifo.w_data.eq(wgt_rd.data),
                      engine.weights.valid.eq(wfifo.r_rdy),
                      engine.weights.payload.eq(wfifo.r_data),
@@ -894,7 +908,7 @@ class Core(wiring.Component):
                                         m.d.sync += ran_topk.eq(1)
             with m.State("DRAIN"):           # END: every pipe finishes, then the token ends
                 with m.If(~busy.any() & (em_left == 0)):
-                    m.d.comb += [self.token_done.valid.eq(1), self.token_done.payload.eq(1)]
+                    m.d.comb += [self.token_done.valid.eq(1), self.token_done.payload.ok.eq(1)]
                     with m.If(self.token_done.ready):
                         m.d.comb += inc["TOKENS"].eq(1)
                         m.d.sync += [first.eq(0), self.busy.eq(0)]
@@ -910,7 +924,7 @@ class Core(wiring.Component):
                     m.next = "ERROR_DONE"
             with m.State("ERROR_DONE"):
                 with m.If(em_left == 0):
-                    m.d.comb += [self.token_done.valid.eq(1), self.token_done.payload.eq(0)]
+                    m.d.comb += [self.token_done.valid.eq(1), self.token_done.payload.ok.eq(0)]
                     with m.If(self.token_done.ready):
                         m.d.sync += self.busy.eq(0)
                         m.next = "IDLE"

