@@ -82,14 +82,15 @@ class CommandProcessor(wiring.Component):
       ``commands.py`` lays them out (the sequencer makes them; they are forwarded
       untouched). ``token_done``: In stream of :data:`TOKEN_DONE_LAYOUT`, one beat per
       ``run`` beat, after the token's last record byte (the processor takes it only while
-      ``records.valid`` is low, so record bytes never pass it). ``ok = 0`` (the sequencer
+      ``records.valid`` is low, so a sequencer may also offer it early if ``records.valid``
+      stays high until its last record byte has gone). ``ok = 0`` (the sequencer
       stopped, after its ERROR record) ends the RUN: the remaining token ids are read and
       dropped, DONE follows. ``reset_state``: Out stream, no payload: one beat per
       RESET_STATE (the sequencer's "next token is a sequence's first"); the reply waits
       for ``ready``. ``reset_counters``: Out stream, no payload: one beat per
       RESET_COUNTERS. ``counters``: In, ``ArrayLayout(32, len(commands.Counter))``: read
-      for DONE (after the last ``token_done``) and COUNTERS; it must be stable while no
-      token runs.
+      for DONE one cycle after the last ``token_done`` transferred (a token's counts must
+      be in by then) and for COUNTERS; it must be stable while no token runs.
 
     Cycles (no back-pressure, memories answering in 1 cycle; test_command_amaranth asserts
     them): a byte in per cycle, with one cycle's pause after a WRITE/READ/RUN header (it

@@ -1,0 +1,166 @@
+"""The command set's host-side encoders and parsers: byte layouts, round trips, refusals."""
+
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from mmfree_fpga import commands as C
+from mmfree_fpga import isa
+from mmfree_fpga.core_config import SIM, CoreConfig
+from mmfree_fpga.isa import Space
+
+
+def test_word_widths_match_core_config():
+    for lanes in (4, 32, 128):
+        cfg = CoreConfig(lanes=lanes)
+        for s in Space:
+            assert C.word_bits(s, lanes) == cfg.word_width(s)
+            assert C.word_bytes(s, lanes) * 8 == cfg.word_width(s)
+    assert [C.word_bytes(s, 128) for s in Space] == [32, 4, 2, 4, 4, 16]
+
+
+def test_enums_are_distinct_bytes_and_shared():
+    for e in (C.Command, C.Status, C.RecordType, C.Counter):
+        values = [int(v) for v in e]
+        assert len(set(values)) == len(values) and all(0 <= v < 256 for v in values)
+    assert 0 not in [int(c) for c in C.Command]            # an all-zero stream is no command
+    assert C.ErrorCode is isa.ErrorCode                    # one table for sequencer and host
+    assert C.COUNTERS[:7] == ("CYCLES", "ENGINE_BUSY", "ENGINE_WAIT_WEIGHTS", "WAIT_VECTOR",
+                              "SEQUENCER", "INSTRUCTIONS", "TOKENS")
+
+
+def test_identify_round_trip():
+    cfg = CoreConfig(lanes=64, weight_words=1000, max_topk=17)
+    reply = C.identify_reply(cfg)
+    assert len(reply) == C.IDENTIFY_BYTES == 35
+    assert reply[:5] == b"\x00MMFC"
+    r = C.bytes_reader(reply)
+    assert C.read_status(r) == C.Status.OK
+    ident = C.read_identify(r)
+    assert ident.version == C.VERSION and ident.lanes == 64 and ident.max_topk == 17
+    assert ident.words == {s: cfg.size(s) for s in Space}
+    assert ident.n_counters == len(C.Counter)
+    assert ident.counter_names == C.COUNTERS
+    with pytest.raises(EOFError):
+        r(1)
+
+
+def test_identify_refuses_magic_and_version():
+    reply = bytearray(C.identify_reply(SIM))
+    bad_magic = bytes(reply[:1]) + b"XXXX" + bytes(reply[5:])
+    with pytest.raises(C.ProtocolError, match="magic"):
+        C.read_identify(C.bytes_reader(bad_magic[1:]))
+    reply[5:7] = struct.pack("<H", C.VERSION + 1)
+    with pytest.raises(C.VersionMismatch) as e:
+        C.read_identify(C.bytes_reader(bytes(reply[1:])))
+    assert f"version {C.VERSION + 1}" in str(e.value) and f"version {C.VERSION}" in str(e.value)
+
+
+@pytest.mark.parametrize("space", list(Space))
+def test_write_layout_and_round_trip(space):
+    lanes = 32
+    nb = C.word_bytes(space, lanes)
+    rng = np.random.default_rng(int(space))
+    bits = C.word_bits(space, lanes)
+    ints = [int(rng.integers(0, 1 << min(bits, 62))) << max(0, bits - 62) for _ in range(5)]
+    ints[0] = (1 << bits) - 1
+    cmd = C.encode_write(space, 7, ints, lanes=lanes)
+    assert cmd[:10] == struct.pack("<BBII", C.Command.WRITE, space, 7, 5)
+    data = cmd[10:]
+    assert len(data) == 5 * nb
+    assert [int.from_bytes(data[i * nb:(i + 1) * nb], "little") for i in range(5)] == ints
+    back = C.bytes_to_words(space, data, lanes)
+    if space in C.NARROW_DTYPES:
+        # the narrow spaces read back signed: the same bits
+        assert [int(v) & ((1 << bits) - 1) for v in back] == ints
+        assert C.encode_write(space, 7, back, lanes=lanes) == cmd
+    else:
+        assert back.shape == (5, nb) and C.rows_to_ints(back) == ints
+        assert C.encode_write(space, 7, back) == cmd          # rows carry their width
+
+
+def test_narrow_arrays_signed_and_unsigned():
+    v = np.array([-32768, -1, 0, 1, 32767], dtype=np.int16)
+    b = C.words_to_bytes(Space.EMBED, v, 8)
+    assert b == v.astype("<i2").tobytes()
+    assert list(C.bytes_to_words(Space.EMBED, b, 8)) == list(v)
+    u = np.array([0, 65535], dtype=np.int64)
+    assert C.words_to_bytes(Space.EMBED, u, 8) == b"\x00\x00\xff\xff"
+    p = np.array([-(1 << 31), (1 << 32) - 1], dtype=np.int64)
+    assert C.words_to_bytes(Space.PARAMS, p, 8) == b"\x00\x00\x00\x80\xff\xff\xff\xff"
+    assert C.words_to_bytes(Space.PARAMS, [-(1 << 31), (1 << 32) - 1], 8) == \
+        C.words_to_bytes(Space.PARAMS, p, 8)
+
+
+def test_words_out_of_range_refused():
+    with pytest.raises(ValueError, match="do not fit 16"):
+        C.words_to_bytes(Space.EMBED, np.array([65536]), 8)
+    with pytest.raises(ValueError, match="do not fit 32"):
+        C.words_to_bytes(Space.SCRATCH, np.array([-(1 << 31) - 1]), 8)
+    with pytest.raises(ValueError, match="does not fit 128"):
+        C.words_to_bytes(Space.PROGRAM, [1 << 128], 8)
+    with pytest.raises(ValueError, match=r"uint8 \[count, 8\]"):
+        C.words_to_bytes(Space.WEIGHTS, np.zeros((2, 4), np.uint8), 32)
+    with pytest.raises(ValueError, match="need lanes"):
+        C.encode_write(Space.WEIGHTS, 0, [1, 2])
+
+
+def test_program_words_from_the_isa():
+    ins = [isa.Instruction(isa.Opcode.TRACE, src=1, len=2, tag=3),
+           isa.Instruction(isa.Opcode.END)]
+    words = [isa.encode(i) for i in ins]
+    cmd = C.encode_write(Space.PROGRAM, 0, words)
+    assert cmd[10:] == b"".join(isa.word_bytes(w) for w in words)
+
+
+def test_read_run_and_small_commands():
+    assert C.encode_read(Space.STATE, 3, 4) == struct.pack("<BBII", 3, 4, 3, 4)
+    assert C.encode_run([1, 2**32 - 1], 5) == struct.pack("<BBHII", 5, 5, 2, 1, 2**32 - 1)
+    assert C.encode_reset_state() == b"\x04"
+    assert C.encode_counters() == b"\x06" and C.encode_reset_counters() == b"\x07"
+    with pytest.raises(ValueError):
+        C.encode_run([-1], 1)
+    with pytest.raises(ValueError):
+        C.encode_run(range(C.MAX_RUN_TOKENS + 1), 1)
+    with pytest.raises(ValueError):
+        C.encode_run([1], 256)
+
+
+def test_records_round_trip():
+    counters = [1, 2**32 - 1, 0, 5, 6, 7, 8]
+    stream = (C.encode_trace(9, [-(1 << 31), 0, (1 << 31) - 1])
+              + C.encode_trace(0xFFFF, [])
+              + C.encode_result([3, 2**32 - 1], [-5, 1 << 30])
+              + C.encode_error(C.ErrorCode.ADDRESS, 0x1234)
+              + C.encode_error(200, 1)
+              + C.encode_done(counters))
+    assert stream[:5] == struct.pack("<BHH", C.RecordType.TRACE, 9, 3)
+    recs = C.read_run_records(C.bytes_reader(stream), len(counters))
+    assert [type(r).__name__ for r in recs] == ["Trace", "Trace", "Result", "Error", "Error",
+                                                "Done"]
+    assert recs[0].tag == 9 and list(recs[0].values) == [-(1 << 31), 0, (1 << 31) - 1]
+    assert recs[0].values.dtype == np.int64
+    assert recs[1].values.size == 0
+    assert list(recs[2].ids) == [3, 2**32 - 1] and list(recs[2].logits) == [-5, 1 << 30]
+    assert recs[3] == (C.ErrorCode.ADDRESS, 0x1234) and recs[4].code == 200
+    assert recs[5].counters == tuple(counters)
+
+
+def test_unknown_record_and_status():
+    with pytest.raises(C.ProtocolError, match="record type 0x09"):
+        C.read_record(C.bytes_reader(b"\x09"), 7)
+    assert C.read_status(C.bytes_reader(b"\x03")) == C.Status.BAD_RANGE
+    assert C.read_status(C.bytes_reader(b"\x77")) == 0x77
+    assert C.counter_names(9)[-2:] == ("counter_7", "counter_8")
+
+
+def test_docstring_names_every_command_record_and_counter():
+    doc = C.__doc__
+    for v in C.Command:
+        assert f"``{v.name}`` (0x{int(v):02x})" in doc, v
+    for v in C.RecordType:
+        assert re.search(rf"^    {v.name}\s+u8 0x{int(v):02x},", doc, re.M), v
+    for v in [*C.Status, *C.Counter]:
+        assert f"``{v.name}``" in doc, v
