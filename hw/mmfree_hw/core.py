@@ -92,7 +92,11 @@ NPIPES = 4
 
 class _Gather:
     """Reads ``base[k] + j`` of each port for j < len, in order, into a FIFO whose credits
-    cover the one-cycle read latency (back-pressure never drops an element)."""
+    cover the one-cycle read latency (back-pressure never drops an element). A read issues
+    while the FIFO's entries plus the one in flight leave room for it, so with its
+    consumer taking one per cycle it reads one element per cycle."""
+
+    DEPTH = 4
 
     def __init__(self, m: Module, name: str, s_ports, p_ports=(), e_port=None,
                  abits=None):
@@ -113,12 +117,12 @@ class _Gather:
             fields["e0"] = 16
         self.layout = data.StructLayout(fields)
         m.submodules[f"{name}_fifo"] = self.fifo = fifo.SyncFIFOBuffered(
-            width=self.layout.size, depth=4)
+            width=self.layout.size, depth=self.DEPTH)
         self.out = data.View(self.layout, self.fifo.r_data)
         issue, inflight = Signal(name=f"{name}_issue"), Signal(name=f"{name}_inflight")
         self.issue = issue
         m.d.comb += issue.eq(self.active & (self.j < self.length) & ~self.blocked
-                             & (self.fifo.level + inflight < 3))
+                             & (self.fifo.level + inflight < self.DEPTH))
         m.d.sync += inflight.eq(issue)
         with m.If(self.start):
             m.d.sync += [self.j.eq(0), self.active.eq(1)]
@@ -497,8 +501,9 @@ class Core(wiring.Component):
         w_base, w_len, w_j = Signal(self.abits[Space.WEIGHTS] + 1), Signal(48), Signal(48)
         w_start, w_active = Signal(), Signal()
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.word_bits, depth=4)
+        # (credits as in _Gather: a word per cycle while the engine takes one)
         w_issue, w_inflight = Signal(), Signal()
-        m.d.comb += [w_issue.eq(w_active & (w_j < w_len) & (wfifo.level + w_inflight < 3)),
+        m.d.comb += [w_issue.eq(w_active & (w_j < w_len) & (wfifo.level + w_inflight < 4)),
                      wgt_rd.addr.eq(Mux(self.busy, w_base + w_j, host_addr[Space.WEIGHTS])),
                      wfifo.w_en.eq(w_inflight), wfifo.w_data.eq(wgt_rd.data),
                      engine.weights.valid.eq(wfifo.r_rdy),

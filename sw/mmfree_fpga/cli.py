@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
-BACKENDS = ("float", "golden")
+DEFAULT_IMAGE = Path(__file__).parent / "models" / "default.mmf"
+BACKENDS = ("float", "golden", "sim")
 
 
 def _cmd_run(args) -> int:
@@ -39,10 +40,14 @@ def _cmd_run(args) -> int:
                              "an .mmf holds quantized weights (use --backend golden)")
         backend = FloatBackend(model_path)
         tok = load_tokenizer(args.tokenizer or model_path)
-    else:
+    elif args.backend == "golden":
         backend = _golden_backend(model_path)
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.model.layout.tokenizer_json))
+    else:
+        backend = _sim_backend(model_path)
+        tok = (load_tokenizer(args.tokenizer) if args.tokenizer
+               else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
     if tok.get_vocab_size() > vocab:
         raise UsageError(f"the tokenizer has {tok.get_vocab_size()} tokens but the model "
@@ -80,6 +85,38 @@ def _golden_backend(model_path: Path):
             raise UsageError(f"{model_path}: no tokenizer.json to put in the image")
         return GoldenBackend(export_model(model, tok_json.read_bytes()))
     return GoldenBackend(model_path)
+
+
+def _image_of(model_path: Path):
+    """The model image: the .mmf itself, or a checkpoint folder exported on the fly."""
+    if model_path.is_dir():
+        from .checkpoint import load_checkpoint
+        from .export import export_model
+
+        tok_json = model_path / "tokenizer.json"
+        if not tok_json.exists():
+            raise UsageError(f"{model_path}: no tokenizer.json to put in the image")
+        return export_model(load_checkpoint(model_path), tok_json.read_bytes())
+    if model_path.suffix != ".mmf":
+        raise UsageError(f"{model_path}: not a checkpoint folder nor a model image (.mmf)")
+    return model_path
+
+
+def _sim_backend(model_path: Path, core=None):
+    """The simulated accelerator (Verilator) with the model compiled and loaded."""
+    from .compiler import SIM, DoesNotFit, compile_model
+    from .driver.backend import AcceleratorBackend
+    from .driver.simulator import open_simulator
+    from .generate import BackendError
+
+    core = core or SIM
+    if model_path == DEFAULT_MODEL:           # the shipped model's image, no torch needed
+        model_path = DEFAULT_IMAGE
+    try:
+        compiled = compile_model(_image_of(model_path), core)
+    except DoesNotFit as e:
+        raise BackendError(f"{model_path}: {e}") from None
+    return AcceleratorBackend(open_simulator(core), compiled)
 
 
 def _tokenizer_from_bytes(data: bytes):
@@ -121,6 +158,21 @@ def _cmd_fidelity(args) -> int:
           f"({r['positions']} positions in {r['wall_s']:.1f} s with the float model)")
     print(summary_line(r))
     return 0
+
+
+def _cmd_bench(args) -> int:
+    from .accel_bench import PROMPT, bench_accelerator, table
+
+    if args.tokens < 2:
+        raise UsageError("--tokens must be at least 2")
+    backend = _sim_backend(Path(args.model))
+    try:
+        tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
+        r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
+    finally:
+        backend.close()
+    print(json.dumps(r, indent=1) if args.json else table(r))
+    return 0 if r["identical_to_golden"] else 1
 
 
 def _cmd_train(args) -> int:
@@ -171,6 +223,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--ignore-eos", action="store_true", help="keep going after </s>")
     r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("bench", help="tokens/s and cycles/token of the accelerator")
+    b.add_argument("--backend", choices=("sim",), default="sim")
+    b.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="model image (.mmf) or checkpoint folder; default: the shipped model")
+    b.add_argument("--tokens", type=int, default=16, help="greedy tokens to generate")
+    b.add_argument("--prompt", default=None)
+    b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    b.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("train", help="train a model from a TOML config")
     t.add_argument("--config", required=True, help="training config (TOML)")

@@ -1,9 +1,11 @@
 """Text generation over any backend that steps one token at a time.
 
 A backend is anything with ``reset()`` (forget the recurrent state) and ``step(token) ->
-logits`` (a NumPy float vector over the vocabulary). The float model is one; the golden
-model, the simulated accelerator and a board are others, and they all share this loop, the
-sampler and the tokenizer handling, so their outputs can be compared token for token.
+logits`` (a NumPy float vector over the vocabulary), and optionally ``prefill(tokens) ->
+logits`` (a whole prompt at once, as a device's run command takes it). The float model is
+one; the golden model, the simulated accelerator and a board are others, and they all share
+this loop, the sampler and the tokenizer handling, so their outputs can be compared token
+for token.
 """
 
 from __future__ import annotations
@@ -110,8 +112,11 @@ def generate(backend: Backend, prompt_ids: list[int], max_new_tokens: int,
     stats = stats if stats is not None else GenerationStats()
     backend.reset()
     t0 = time.perf_counter()
-    for tok in prompt_ids:
-        logits = backend.step(tok)
+    if hasattr(backend, "prefill"):      # a device runs a whole prompt in one command
+        logits = backend.prefill(prompt_ids)
+    else:
+        for tok in prompt_ids:
+            logits = backend.step(tok)
     stats.prompt_tokens = len(prompt_ids)
     stats.prefill_s = time.perf_counter() - t0
     for i in range(max_new_tokens):

@@ -1,0 +1,81 @@
+"""``mmfree-fpga bench --backend sim``: tokens/s and cycles/token of the accelerator.
+
+Runs a prompt and then ``tokens`` greedy tokens on the device and, for comparison, on the
+golden model in the same process; reports the host's tokens/s for both, the core's own
+cycle counters per generated token with their breakdown, the ideal (ternary weights ÷
+lanes: every weight streams once per token, one word per cycle), and whether the two
+produced the same tokens (they must: the golden model is the contract).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import golden
+from .compiler import Compiled
+from .driver.backend import AcceleratorBackend
+from .generate import Sampler, generate
+
+PROMPT = "It is a truth universally acknowledged"
+
+
+def _greedy(backend, ids, n):
+    t0 = time.perf_counter()
+    out = list(generate(backend, ids, n, Sampler(0.0)))
+    return out, time.perf_counter() - t0
+
+
+def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
+                      tokens: int) -> dict:
+    compiled: Compiled = backend.compiled
+    # the prompt, then a reset of the counters so they cover the generated tokens only
+    backend.reset()
+    logits = backend.prefill(prompt_ids)
+    first = int(np.argmax(logits))
+    backend.driver.reset_counters()
+    seq, t0 = [first], time.perf_counter()
+    for _ in range(tokens - 1):
+        seq.append(int(np.argmax(backend.step(seq[-1]))))
+    wall = time.perf_counter() - t0
+    c = backend.driver.counters()
+    steps = c["TOKENS"]
+    gold = golden.GoldenBackend(compiled.layout)
+    want, gwall = _greedy(gold, prompt_ids, tokens)
+    gsteps = len(prompt_ids) + len(want) - 1
+    ideal = compiled.layout.ternary_weights / compiled.core.lanes
+    per = {k: c[k] / steps for k in ("CYCLES", "ENGINE_BUSY", "ENGINE_WAIT_WEIGHTS",
+                                     "WAIT_VECTOR", "SEQUENCER", "INSTRUCTIONS")}
+    return {
+        "backend": backend.name,
+        "lanes": compiled.core.lanes,
+        "tokens": steps,
+        "tokens_per_s": steps / wall,
+        "cycles_per_token": per["CYCLES"],
+        "ideal_cycles_per_token": ideal,
+        "cycles_over_ideal": per["CYCLES"] / ideal,
+        "simulated_cycles_per_s": c["CYCLES"] / wall,
+        "breakdown_per_token": {k.lower(): v for k, v in per.items() if k != "CYCLES"},
+        "golden_tokens_per_s": gsteps / gwall,
+        "identical_to_golden": seq == want,
+    }
+
+
+def table(r: dict) -> str:
+    b = r["breakdown_per_token"]
+    rows = [
+        ("tokens/s (this machine)", f"{r['tokens_per_s']:.2f}"),
+        ("golden model tokens/s (same run)", f"{r['golden_tokens_per_s']:.0f}"),
+        ("cycles/token", f"{r['cycles_per_token']:,.0f}"),
+        (f"ideal (ternary weights / {r['lanes']} lanes)", f"{r['ideal_cycles_per_token']:,.0f}"),
+        ("cycles / ideal", f"{r['cycles_over_ideal']:.3f}"),
+        ("  engine busy", f"{b['engine_busy']:,.0f}"),
+        ("  engine waiting for weights", f"{b['engine_wait_weights']:,.0f}"),
+        ("  waiting for a vector unit", f"{b['wait_vector']:,.0f}"),
+        ("  sequencer overhead", f"{b['sequencer']:,.0f}"),
+        ("simulated cycles/s", f"{r['simulated_cycles_per_s']:,.0f}"),
+        ("greedy tokens identical to golden", str(r["identical_to_golden"])),
+    ]
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{w}}  {v}" for a, v in rows)
