@@ -86,8 +86,11 @@ from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
 from .pipeline import round_half, round_shift_var
 from .scalar import PFloat
 
-RMS_P, QNT_P, MV_P, VEC_P = range(4)          # the pipes
-NPIPES = 4
+# The pipes. A MATVEC occupies the engine's front (MVF: weights into the engine) and then
+# its back end (MV: serializer, dequantizer, scratchpad or top-k), so the next MATVEC's
+# weights stream while the previous one's last rows drain.
+RMS_P, QNT_P, MV_P, VEC_P, MVF_P = range(5)
+NPIPES = 5
 
 
 class _Gather:
@@ -179,6 +182,24 @@ class _Scatter:
     def pending(self):
         """(used, start, end) of the SCRATCH range not yet written."""
         return (self.active, self.dst + self.w, self.dst + self.length)
+
+
+class _Static:
+    """The ranges of an instruction that holds its vectors but has not started on them (a
+    MATVEC whose weights stream while an earlier one's results drain): all pending."""
+
+    def __init__(self, m: Module, name: str, sa: int):
+        self.active = Signal(name=f"{name}_active")
+        self.read_use = Signal(name=f"{name}_read_use")
+        self.write_use = Signal(name=f"{name}_write_use")
+        self.dst = Signal(sa + 1, name=f"{name}_dst")
+        self.length = Signal(isa.ROWS_BITS + 1, name=f"{name}_len")
+
+    def reads(self):
+        return [(self.read_use, self.dst, self.dst + self.length, self.dst)]
+
+    def pending(self):
+        return (self.write_use, self.dst, self.dst + self.length)
 
 
 class Core(wiring.Component):
@@ -290,8 +311,9 @@ class Core(wiring.Component):
                         [par_rd["v0"], par_rd["v1"]], emb_rd, abits=abits)
         sc_mv = _Scatter(m, "sc_mv", scr_wr["mv"], sa)
         sc_vec = _Scatter(m, "sc_vec", scr_wr["vec"], sa)
-        gathers = {RMS_P: g_rms, QNT_P: g_qnt, MV_P: g_mv, VEC_P: g_vec}
-        scatters = {MV_P: sc_mv, VEC_P: sc_vec}
+        st_mvf = _Static(m, "mvf", sa)
+        gathers = {RMS_P: g_rms, QNT_P: g_qnt, MV_P: g_mv, VEC_P: g_vec, MVF_P: st_mvf}
+        scatters = {MV_P: sc_mv, VEC_P: sc_vec, MVF_P: st_mvf}
 
         # chaining: an element waits for every earlier pipe's pending write (and a write
         # for every earlier pipe's pending read) of its address
@@ -300,6 +322,8 @@ class Core(wiring.Component):
             return use & (addr >= lo) & (addr < hi)
 
         for p, g in gathers.items():
+            if p == MVF_P:
+                continue                     # reads nothing until it is the back end
             hits = []
             for q, sc in scatters.items():
                 if q == p:
@@ -308,6 +332,8 @@ class Core(wiring.Component):
                     hits.append(earlier[p][q] & use & inside(base + g.j, sc.pending()))
             m.d.comb += g.blocked.eq(Cat(*hits).any() if hits else 0)
         for p, sc in scatters.items():
+            if p == MVF_P:
+                continue
             addr = sc.dst + sc.w
             hits = []
             for q in range(NPIPES):
@@ -390,7 +416,7 @@ class Core(wiring.Component):
             with m.Elif(inc[name]):
                 m.d.sync += cnt[name].eq(cnt[name] + 1)
         took = engine.weights.valid & engine.weights.ready
-        starved = busy[MV_P] & engine.weights.ready & ~engine.weights.valid
+        starved = busy[MVF_P] & engine.weights.ready & ~engine.weights.valid
         m.d.comb += [inc["CYCLES"].eq(self.busy), inc["ENGINE_BUSY"].eq(took),
                      inc["ENGINE_WAIT_WEIGHTS"].eq(~took & starved),
                      inc["WAIT_VECTOR"].eq(self.busy & ~took & ~starved & busy.any()),
@@ -399,14 +425,25 @@ class Core(wiring.Component):
         # -- pipe bookkeeping --------------------------------------------------------------
         for p in range(NPIPES):
             with m.If(go[p]):
-                m.d.sync += [busy[p].eq(1), pir[p].eq(ir),
-                             earlier[p].eq(busy & ~done)]
+                if p == MV_P:                # the handoff from the front: its instruction
+                    m.d.sync += [busy[p].eq(1), pir[p].eq(pir[MVF_P]),
+                                 earlier[p].eq(earlier[MVF_P] & busy & ~done)]
+                else:
+                    m.d.sync += [busy[p].eq(1), pir[p].eq(ir),
+                                 earlier[p].eq(busy & ~done)]
             with m.Elif(done[p]):
                 m.d.sync += busy[p].eq(0)
             for q in range(NPIPES):
                 if q != p:
                     with m.If(done[q] & ~go[p]):
                         m.d.sync += earlier[p][q].eq(0)
+        # at the handoff, whoever came after the front's MATVEC comes after the back end's
+        for q in range(NPIPES):
+            if q in (MV_P, MVF_P):
+                continue
+            later = Mux(go[q], busy[MVF_P], earlier[q][MVF_P])
+            with m.If(go[MV_P] & later):
+                m.d.sync += earlier[q][MV_P].eq(1)
 
         # ==================================================================================
         # RMS pipe: R[reg] = rms_rsqrt(S[src:+len], P[gain:+len] or 1, frac)
@@ -492,8 +529,9 @@ class Core(wiring.Component):
         # ==================================================================================
         # MATVEC pipe
         # ==================================================================================
-        w = pir[MV_P]
         op = Opcode.MATVEC
+        wf = pir[MVF_P]                       # the front's MATVEC
+        w = pir[MV_P]                         # the back end's
         mv_mode = field(w, op, "mode")
         mv_rows = field(w, op, "rows")
 
@@ -516,15 +554,22 @@ class Core(wiring.Component):
             m.d.sync += w_j.eq(w_j + 1)
 
         # lane serializer: the engine's lanes-wide result -> one accumulator per beat,
-        # rows past the product's end dropped
+        # rows past the product's end dropped; each product's row count comes from the
+        # front, in order (the next product's first group may arrive while the previous
+        # one's rows still drain)
         ser_buf = Signal(engine.acc.payload.shape(), reset_less=True)
         ser_left = Signal(range(lanes + 1))
-        ser_rows = Signal(isa.ROWS_BITS + 1)
-        m.d.comb += [engine.acc.ready.eq(ser_left == 0),
+        ser_rows = Signal(isa.ROWS_BITS + 1)      # rows of the current product still due
+        m.submodules.ser_cfg = ser_cfg = fifo.SyncFIFOBuffered(width=isa.ROWS_BITS + 1,
+                                                               depth=2)
+        new_product = ser_rows == 0
+        rows_now = Mux(new_product, ser_cfg.r_data, ser_rows)
+        m.d.comb += [engine.acc.ready.eq((ser_left == 0) & (~new_product | ser_cfg.r_rdy)),
                      deq.acc.valid.eq(ser_left != 0), deq.acc.payload.eq(ser_buf[0])]
         with m.If(engine.acc.valid & engine.acc.ready):
-            m.d.sync += [ser_buf.eq(engine.acc.payload),
-                         ser_left.eq(Mux(ser_rows < lanes, ser_rows, lanes))]
+            m.d.comb += ser_cfg.r_en.eq(new_product)
+            m.d.sync += [ser_buf.eq(engine.acc.payload), ser_rows.eq(rows_now),
+                         ser_left.eq(Mux(rows_now < lanes, rows_now, lanes))]
         with m.Elif(deq.acc.valid & deq.acc.ready):
             m.d.sync += [ser_buf.eq(Cat(ser_buf.as_value()[32:], Const(0, 32))),
                          ser_left.eq(ser_left - 1), ser_rows.eq(ser_rows - 1)]
@@ -553,7 +598,7 @@ class Core(wiring.Component):
                     m.d.sync += [tk_logit[i].eq(tk_logit[i - 1]), tk_id[i].eq(tk_id[i - 1]),
                                  tk_full[i].eq(tk_full[i - 1])]
 
-        inv_rms = Signal(PFloat)
+        inv_rms_f, inv_rms = Signal(PFloat), Signal(PFloat)   # R[reg] at issue, front/back
         mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
         tk_emit = Signal(range(tk + 1))
         m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),
@@ -563,18 +608,50 @@ class Core(wiring.Component):
                      g_mv.use_s[0].eq(mv_mode == MatvecMode.ADD),
                      sc_mv.active.eq(busy[MV_P] & (mv_mode != MatvecMode.TOPK)),
                      sc_mv.length.eq(mv_rows)]
-        with m.FSM(name="mv_pipe"):
+        # the front: weights into the engine; its vectors are pending until the handoff
+        f_rows, f_mode = field(wf, op, "rows"), field(wf, op, "mode")
+        handed = Signal()
+        m.d.comb += [st_mvf.active.eq(busy[MVF_P] & ~handed),
+                     st_mvf.read_use.eq(st_mvf.active & (f_mode == MatvecMode.ADD)),
+                     st_mvf.write_use.eq(st_mvf.active & (f_mode != MatvecMode.TOPK)),
+                     st_mvf.dst.eq(field(wf, op, "dst")), st_mvf.length.eq(f_rows),
+                     ser_cfg.w_data.eq(f_rows)]
+        with m.FSM(name="mv_front"):
+            with m.State("IDLE"):
+                with m.If(go[MVF_P]):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.sync += [w_base.eq(field(wf, op, "waddr")),
+                             w_len.eq(((f_rows + lanes - 1) >> glog) * field(wf, op, "k")),
+                             handed.eq(0)]
+                m.d.comb += [w_start.eq(1), ser_cfg.w_en.eq(1)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                # hand the MATVEC to the back end as soon as it is free (in order)
+                # The back end's scatter and ADD gather take the ranges in this same cycle:
+                # the MATVEC is older than instructions already running, so its ranges must
+                # stay visible without a gap (the front's until now, the back end's from the
+                # next cycle on).
+                with m.If(~handed & ~busy[MV_P]):
+                    m.d.comb += [go[MV_P].eq(1), sc_mv.start.eq(1),
+                                 g_mv.start.eq(f_mode == MatvecMode.ADD)]
+                    m.d.sync += [handed.eq(1), inv_rms.eq(inv_rms_f),
+                                 sc_mv.dst.eq(field(wf, op, "dst")),
+                                 g_mv.base_s[0].eq(field(wf, op, "dst")),
+                                 g_mv.length.eq(f_rows)]
+                weights_out = (w_j == w_len) & ~w_inflight
+                with m.If((handed | ~busy[MV_P]) & weights_out):
+                    m.d.sync += w_active.eq(0)
+                    m.d.comb += done[MVF_P].eq(1)
+                    m.next = "IDLE"
+
+        with m.FSM(name="mv_back"):
             with m.State("IDLE"):
                 with m.If(go[MV_P]):
                     m.next = "START"
             with m.State("START"):
-                m.d.sync += [w_base.eq(field(w, op, "waddr")),
-                             w_len.eq(((mv_rows + lanes - 1) >> glog) * field(w, op, "k")),
-                             ser_rows.eq(mv_rows), sc_mv.dst.eq(field(w, op, "dst")),
-                             g_mv.base_s[0].eq(field(w, op, "dst")), g_mv.length.eq(mv_rows),
-                             mv_out.eq(0), tk_emit.eq(0)]
-                m.d.comb += [w_start.eq(1), tk_clear.eq(1), sc_mv.start.eq(1),
-                             g_mv.start.eq(mv_mode == MatvecMode.ADD)]
+                m.d.sync += [mv_out.eq(0), tk_emit.eq(0)]
+                m.d.comb += tk_clear.eq(1)
                 m.next = "SCALES"
             with m.State("SCALES"):          # the vector's scale from its QUANT
                 m.d.comb += deq.scales.valid.eq(mq.r_rdy)
@@ -602,7 +679,7 @@ class Core(wiring.Component):
                 with m.If(take):
                     m.d.sync += mv_out.eq(mv_out + 1)
                     with m.If(mv_out + 1 == mv_rows):
-                        m.d.sync += [w_active.eq(0), g_mv.active.eq(0)]
+                        m.d.sync += g_mv.active.eq(0)
                         m.next = "RESULT" if tk else "FINISH"
             with m.State("RESULT"):
                 # candidates only for a TOPK with k_run > 0; records stay in program
@@ -727,7 +804,7 @@ class Core(wiring.Component):
             with m.State("TRACE_HEAD"):
                 # records stay in program order: an earlier MATVEC's RESULT goes first
                 op = Opcode.TRACE
-                ok = em_ready & ~earlier[VEC_P][MV_P]
+                ok = em_ready & ~earlier[VEC_P][MV_P] & ~earlier[VEC_P][MVF_P]
                 m.d.comb += [em_vec["val"].eq(Cat(Const(RecordType.TRACE, 8), field(w, op, "tag"),
                                                   field(w, op, "len"))),
                              em_vec["n"].eq(5), em_vec["load"].eq(ok)]
@@ -840,7 +917,7 @@ class Core(wiring.Component):
             with m.Default():
                 m.d.comb += chk_code.eq(E.ILLEGAL)
 
-        pipe_of = {Opcode.RMS: RMS_P, Opcode.QUANT: QNT_P, Opcode.MATVEC: MV_P,
+        pipe_of = {Opcode.RMS: RMS_P, Opcode.QUANT: QNT_P, Opcode.MATVEC: MVF_P,
                    **{op: VEC_P for op in (Opcode.EMBED, Opcode.MLGRU, Opcode.GLU, Opcode.ADD,
                                            Opcode.TRACE)}}
         rms_reg = field(pir[RMS_P], Opcode.RMS, "reg")
@@ -908,7 +985,7 @@ class Core(wiring.Component):
                                 if op == Opcode.MATVEC:
                                     m.d.sync += [aq_count.eq(aq_count - 1),
                                                  aq_head.eq(~aq_head),
-                                                 inv_rms.eq(regs[f(op, "reg")])]
+                                                 inv_rms_f.eq(regs[f(op, "reg")])]
                                     with m.If(f(op, "mode") == MatvecMode.TOPK):
                                         m.d.sync += ran_topk.eq(1)
             with m.State("DRAIN"):           # END: every pipe finishes, then the token ends
