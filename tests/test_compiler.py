@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from tokenizers import Tokenizer
 
 from mmfree_fpga import golden, isa
@@ -29,13 +28,11 @@ from mmfree_fpga.compiler.execute import (
     TopkError,
     rms_rsqrt_k,
 )
-from mmfree_fpga.export import export_model
 from mmfree_fpga.generate import Sampler, generate
 from mmfree_fpga.golden import GoldenBackend, GoldenModel
 from mmfree_fpga.isa import ErrorCode, Instruction, MatvecMode, Opcode, Space, encode
-from mmfree_fpga.model import HGRNBitForCausalLM
 from mmfree_fpga.numerics import PF
-from util import tiny_config
+from util import random_image
 
 SHIPPED = DEFAULT_MODEL.parent / "default.mmf"
 PROMPT = "It is a truth universally acknowledged"
@@ -47,22 +44,10 @@ def shipped():
     return model, compile_model(model, SIM, trace=True)
 
 
-def _random_image(seed=0, **kw):
-    """A random hgrn_bit of a tiny config, exported: gains and lower bounds off their init."""
-    torch.manual_seed(seed)
-    m = HGRNBitForCausalLM(tiny_config(**kw))
-    with torch.no_grad():
-        m.model.lower_bounds.normal_(0, 1)
-        for name, p in m.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    return export_model(m.eval(), b"{}")
-
-
 @pytest.fixture(scope="module")
 def other_shape():
     # d, I, layers and V all unlike the shipped model's; rows not multiples of the lanes
-    return _random_image(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+    return random_image(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
                          vocab_size=150)
 
 

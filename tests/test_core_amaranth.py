@@ -5,33 +5,19 @@ error code and pc."""
 
 import numpy as np
 import pytest
-import torch
 from core_bench import run_core
 
 from mmfree_fpga import golden
 from mmfree_fpga.compiler import compile_model
 from mmfree_fpga.compiler.execute import Machine, MachineError, MachineHalted
 from mmfree_fpga.core_config import CoreConfig
-from mmfree_fpga.export import export_model
 from mmfree_fpga.isa import ErrorCode, Instruction, MatvecMode, Opcode, encode
-from mmfree_fpga.model import HGRNBitForCausalLM
 from mmfree_fpga.numerics import PF
-from util import tiny_config
+from util import random_image
 
 CFG = CoreConfig(lanes=8, weight_words=1024, param_words=1024, embed_words=2048,
                  scratch_words=512, program_words=128, max_d=32, max_n=32, max_inter=64,
                  max_layers=2, max_vocab=64, max_topk=8)
-
-
-def _image(seed, **kw):
-    torch.manual_seed(seed)
-    m = HGRNBitForCausalLM(tiny_config(**kw))
-    with torch.no_grad():
-        m.model.lower_bounds.normal_(0, 1)
-        for name, p in m.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    return export_model(m.eval(), b"{}")
 
 
 def _reference(compiled, runs):
@@ -71,7 +57,7 @@ def _check(compiled, runs):
 
 
 def test_two_layer_model_tokens_traces_and_candidates():
-    img = _image(1, vocab_size=40, hidden_size=16, num_hidden_layers=2, intermediate_size=32)
+    img = random_image(1, vocab_size=40, hidden_size=16, num_hidden_layers=2, intermediate_size=32)
     compiled = compile_model(img, CFG, trace=True)
     runs = [("run", 5, 0), ("run", 7, 0), ("run", 39, 8), ("reset",), ("run", 7, 1),
             ("run", 0, 3)]
@@ -83,13 +69,13 @@ def test_two_layer_model_tokens_traces_and_candidates():
 
 def test_other_shape_and_partial_row_groups():
     # d = 24, I = 40: every product ends in a partial group of 8 lanes
-    img = _image(2, vocab_size=61, hidden_size=24, num_hidden_layers=1, intermediate_size=40)
+    img = random_image(2, vocab_size=61, hidden_size=24, num_hidden_layers=1, intermediate_size=40)
     compiled = compile_model(img, CFG, trace=True)
     _check(compiled, [("run", 60, 0), ("run", 3, 8), ("run", 17, 2)])
 
 
 def _program(instrs):
-    img = _image(3, vocab_size=40, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    img = random_image(3, vocab_size=40, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
     compiled = compile_model(img, CFG)
     words = [encode(i) if isinstance(i, Instruction) else i for i in instrs]
     return compiled.__class__(**{**compiled.__dict__, "program": tuple(words)})
@@ -213,7 +199,7 @@ def _random_program(rng, compiled):
 @pytest.mark.parametrize("seed", range(8))
 def test_random_programs_keep_sequential_semantics(seed):
     rng = np.random.default_rng(seed)
-    img = _image(3, vocab_size=40, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    img = random_image(3, vocab_size=40, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
     base = compile_model(img, CFG)
     compiled = _program(_random_program(rng, base))
     got = _check(compiled, [("run", 3, 0), ("run", 11, 0)])

@@ -10,18 +10,15 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from tokenizers import Tokenizer
 
 from mmfree_fpga.compiler import SIM, compile_model
 from mmfree_fpga.driver.backend import AcceleratorBackend
 from mmfree_fpga.driver.core import SequencerError
 from mmfree_fpga.driver.simulator import open_simulator
-from mmfree_fpga.export import export_model
 from mmfree_fpga.golden import GoldenModel
 from mmfree_fpga.isa import ErrorCode, Instruction, Opcode, Space, encode
-from mmfree_fpga.model import HGRNBitForCausalLM
-from util import tiny_config
+from util import random_image
 
 pytest.importorskip("mmfree_hw.verilator.build")
 from mmfree_hw.verilator.build import verilator_root  # noqa: E402
@@ -102,15 +99,8 @@ def test_shipped_model_512_tokens_several_prompts(device):
 
 
 def test_other_shape_same_core(device):
-    torch.manual_seed(7)
-    m = HGRNBitForCausalLM(tiny_config(vocab_size=300, hidden_size=96, num_hidden_layers=3,
-                                       intermediate_size=160))
-    with torch.no_grad():
-        m.model.lower_bounds.normal_(0, 1)
-        for name, p in m.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    golden = GoldenModel(export_model(m.eval(), b"{}"))
+    golden = GoldenModel(random_image(7, vocab_size=300, hidden_size=96, num_hidden_layers=3,
+                                      intermediate_size=160))
     backend = AcceleratorBackend(device, compile_model(golden, SIM, trace=True))
     _lockstep(backend, golden, [5, 17, 299, 0], 12)
 

@@ -6,3 +6,20 @@ from mmfree_fpga.config import HGRNBitConfig
 def tiny_config(**kw) -> HGRNBitConfig:
     base = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, intermediate_size=48)
     return HGRNBitConfig(**(base | kw))
+
+
+def random_image(seed=0, **kw):
+    """A random hgrn_bit of a tiny config, exported: gains and lower bounds off their init."""
+    import torch
+
+    from mmfree_fpga.export import export_model
+    from mmfree_fpga.model import HGRNBitForCausalLM
+
+    torch.manual_seed(seed)
+    m = HGRNBitForCausalLM(tiny_config(**kw))
+    with torch.no_grad():
+        m.model.lower_bounds.normal_(0, 1)
+        for name, p in m.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    return export_model(m.eval(), b"{}")

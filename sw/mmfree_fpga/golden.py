@@ -40,11 +40,14 @@ def ternary_matvec(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     return acc
 
 
-def rms_rsqrt(u: np.ndarray, g_pre: np.ndarray | None, g_frac: int = 0) -> PF:
+def rms_rsqrt(u: np.ndarray, g_pre: np.ndarray | None, g_frac: int = 0,
+              sqrt_k: PF | None = None) -> PF:
     """``1 / sqrt(mean((u * g_pre)^2))`` for ``u`` in X, as a PF in real units.
 
     ``w = u * g_pre`` is rescaled to at most 23 significant bits (exactly, when it already
-    fits) so that the sum of K squares fits 64 bits for K <= 2^15.
+    fits) so that the sum of K squares fits 64 bits for K <= 2^15. ``sqrt_k`` is the
+    per-length constant ``sqrt_pf(len(u))``, which the unit takes from the program (the ISA's
+    RMS immediate); another value scales the result as the unit would.
     """
     w = u if g_pre is None else N.rshift_round(u * g_pre, g_frac)
     peak = int(np.max(np.abs(w))) if w.size else 0
@@ -54,7 +57,8 @@ def rms_rsqrt(u: np.ndarray, g_pre: np.ndarray | None, g_frac: int = 0) -> PF:
     w = N.rshift_round(w, e)
     s = int(np.dot(w, w))
     # mean = s * 4^e / 2^(2 X_FRAC) / K   ->   1/sqrt(mean) = sqrt(K) 2^(X_FRAC - e) / sqrt(s)
-    return N.pf_mul(N.rsqrt(s), sqrt_pf(len(u), N.X_FRAC - e))
+    sk = sqrt_pf(len(u)) if sqrt_k is None else sqrt_k
+    return N.pf_mul(N.rsqrt(s), PF(sk.mant, sk.exp + N.X_FRAC - e))
 
 
 def sqrt_pf(k: int, exp: int = 0) -> PF:

@@ -93,18 +93,8 @@ class MachineHalted(RuntimeError):
 
 
 def rms_rsqrt_k(u: np.ndarray, g_pre, g_frac: int, sqrt_k: PF) -> PF:
-    """RMS's semantics for any ``sqrt_k`` immediate: ``golden.rms_rsqrt`` itself when the
-    immediate is ``golden.sqrt_pf(len(u))`` (what the compiler writes), else the same steps
-    with the immediate in place of sqrt(K), as the RmsRsqrt unit computes them."""
-    if sqrt_k == golden.sqrt_pf(len(u)):
-        return golden.rms_rsqrt(u, g_pre, g_frac)
-    w = u if g_pre is None else N.rshift_round(u * g_pre, g_frac)
-    peak = int(np.max(np.abs(w))) if w.size else 0
-    if peak == 0:
-        return N.PF_ZERO
-    e = max(0, peak.bit_length() - N.SQ_BITS)
-    w = N.rshift_round(w, e)
-    return N.pf_mul(N.rsqrt(int(np.dot(w, w))), PF(sqrt_k.mant, sqrt_k.exp + N.X_FRAC - e))
+    """RMS's semantics for any ``sqrt_k`` immediate (``golden.rms_rsqrt`` with it)."""
+    return golden.rms_rsqrt(u, g_pre, g_frac, sqrt_k)
 
 
 def _ternary(codes: np.ndarray) -> np.ndarray:
