@@ -85,6 +85,7 @@ from .mlgru import MLGRUUnit
 from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
 from .pipeline import round_half, round_shift_var
 from .scalar import PFloat
+from .topk import TopK
 
 # The pipes. A MATVEC occupies the engine's front (MVF: weights into the engine) and then
 # its back end (MV: serializer, dequantizer, scratchpad or top-k), so the next MATVEC's
@@ -574,33 +575,12 @@ class Core(wiring.Component):
             m.d.sync += [ser_buf.eq(Cat(ser_buf.as_value()[32:], Const(0, 32))),
                          ser_left.eq(ser_left - 1), ser_rows.eq(ser_rows - 1)]
 
-        # top-k cells: a sorted list of (logit, id), largest first, ties to the lower id.
-        # A new logit lands in the first cell it beats; the cells after it shift down.
+        # the top-k unit: candidates of a TOPK MATVEC, largest first, ties to the lower id
+        m.submodules.topk = topk = TopK(cfg.max_topk, isa.ROWS_BITS)
         tk = cfg.max_topk
-        tk_logit = [Signal(signed(32), name=f"tk_logit{i}") for i in range(tk)]
-        tk_id = [Signal(isa.ROWS_BITS, name=f"tk_id{i}") for i in range(tk)]
-        tk_full = [Signal(name=f"tk_full{i}") for i in range(tk)]
-        tk_clear, tk_in, tk_val = Signal(), Signal(), Signal(signed(32))
-        tk_next_id = Signal(isa.ROWS_BITS)
-        beats = [Signal(name=f"tk_beats{i}") for i in range(tk)]
-        for i in range(tk):
-            m.d.comb += beats[i].eq(~tk_full[i] | (tk_val > tk_logit[i]))
-        with m.If(tk_clear):
-            m.d.sync += [c.eq(0) for c in tk_full] + [tk_next_id.eq(0)]
-        with m.Elif(tk_in):
-            m.d.sync += tk_next_id.eq(tk_next_id + 1)
-            for i in range(tk):
-                prev = beats[i - 1] if i else Const(0)
-                with m.If(beats[i] & ~prev):
-                    m.d.sync += [tk_logit[i].eq(tk_val), tk_id[i].eq(tk_next_id),
-                                 tk_full[i].eq(1)]
-                with m.Elif(prev):
-                    m.d.sync += [tk_logit[i].eq(tk_logit[i - 1]), tk_id[i].eq(tk_id[i - 1]),
-                                 tk_full[i].eq(tk_full[i - 1])]
 
         inv_rms_f, inv_rms = Signal(PFloat), Signal(PFloat)   # R[reg] at issue, front/back
         mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
-        tk_emit = Signal(range(tk + 1))
         m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),
                      deq.scales.payload.inv_rms.eq(inv_rms),
                      deq.scales.payload.w_scale.eq(pf(w, op, "w_scale", "mv")),
@@ -650,9 +630,15 @@ class Core(wiring.Component):
                 with m.If(go[MV_P]):
                     m.next = "START"
             with m.State("START"):
-                m.d.sync += [mv_out.eq(0), tk_emit.eq(0)]
-                m.d.comb += tk_clear.eq(1)
-                m.next = "SCALES"
+                m.d.sync += mv_out.eq(0)
+                # a TOPK's candidates: k_run of them (0: the unit takes the vector, says
+                # nothing)
+                with m.If(mv_mode == MatvecMode.TOPK):
+                    m.d.comb += [topk.cfg.valid.eq(1), topk.cfg.payload.k.eq(k_run)]
+                    with m.If(topk.cfg.ready):
+                        m.next = "SCALES"
+                with m.Else():
+                    m.next = "SCALES"
             with m.State("SCALES"):          # the vector's scale from its QUANT
                 m.d.comb += deq.scales.valid.eq(mq.r_rdy)
                 with m.If(mq.r_rdy & deq.scales.ready):
@@ -673,8 +659,10 @@ class Core(wiring.Component):
                                                         Mux(total < N.X_MIN, N.X_MIN, total))),
                                      sc_mv.en.eq(take)]
                     with m.Default():      # TOPK
-                        m.d.comb += [take.eq(deq.o.valid), tk_in.eq(take),
-                                     tk_val.eq(deq.o.payload)]
+                        m.d.comb += [take.eq(deq.o.valid & topk.i.ready),
+                                     topk.i.valid.eq(deq.o.valid),
+                                     topk.i.payload.logit.eq(deq.o.payload),
+                                     topk.i.payload.last.eq(mv_out + 1 == mv_rows)]
                 m.d.comb += deq.o.ready.eq(take)
                 with m.If(take):
                     m.d.sync += mv_out.eq(mv_out + 1)
@@ -692,20 +680,14 @@ class Core(wiring.Component):
                                  em_mv["n"].eq(2), em_mv["load"].eq(em_ready)]
                     with m.If(em_ready):
                         m.next = "PAIRS"
-            with m.State("PAIRS"):
-                with m.If(tk_emit == k_run):
+            with m.State("PAIRS"):           # (id u32, logit i32) per candidate
+                cand = topk.o.payload
+                m.d.comb += [em_mv["val"].eq(Cat(cand.id, Const(0, 32 - isa.ROWS_BITS),
+                                                 cand.logit)),
+                             em_mv["n"].eq(8), em_mv["load"].eq(em_ready & topk.o.valid),
+                             topk.o.ready.eq(em_ready)]
+                with m.If(em_ready & topk.o.valid & cand.last):
                     m.next = "FINISH"
-                with m.Else():
-                    sel_id, sel_logit = Signal(isa.ROWS_BITS), Signal(signed(32))
-                    with m.Switch(tk_emit):
-                        for i in range(tk):
-                            with m.Case(i):
-                                m.d.comb += [sel_id.eq(tk_id[i]), sel_logit.eq(tk_logit[i])]
-                    m.d.comb += [em_mv["val"].eq(Cat(sel_id, Const(0, 32 - isa.ROWS_BITS),
-                                                     sel_logit)),
-                                 em_mv["n"].eq(8), em_mv["load"].eq(em_ready)]
-                    with m.If(em_ready):
-                        m.d.sync += tk_emit.eq(tk_emit + 1)
             with m.State("FINISH"):
                 m.d.comb += done[MV_P].eq(1)
                 m.next = "IDLE"
