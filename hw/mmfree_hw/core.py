@@ -85,6 +85,7 @@ from .mlgru import MLGRUUnit
 from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
 from .pipeline import round_half, round_shift_var
 from .scalar import PFloat
+from .serialize import LaneSerializer
 from .topk import TopK
 
 # The pipes. A MATVEC occupies the engine's front (MVF: weights into the engine) and then
@@ -554,26 +555,12 @@ class Core(wiring.Component):
         with m.Elif(w_issue):
             m.d.sync += w_j.eq(w_j + 1)
 
-        # lane serializer: the engine's lanes-wide result -> one accumulator per beat,
-        # rows past the product's end dropped; each product's row count comes from the
-        # front, in order (the next product's first group may arrive while the previous
-        # one's rows still drain)
-        ser_buf = Signal(engine.acc.payload.shape(), reset_less=True)
-        ser_left = Signal(range(lanes + 1))
-        ser_rows = Signal(isa.ROWS_BITS + 1)      # rows of the current product still due
-        m.submodules.ser_cfg = ser_cfg = fifo.SyncFIFOBuffered(width=isa.ROWS_BITS + 1,
-                                                               depth=2)
-        new_product = ser_rows == 0
-        rows_now = Mux(new_product, ser_cfg.r_data, ser_rows)
-        m.d.comb += [engine.acc.ready.eq((ser_left == 0) & (~new_product | ser_cfg.r_rdy)),
-                     deq.acc.valid.eq(ser_left != 0), deq.acc.payload.eq(ser_buf[0])]
-        with m.If(engine.acc.valid & engine.acc.ready):
-            m.d.comb += ser_cfg.r_en.eq(new_product)
-            m.d.sync += [ser_buf.eq(engine.acc.payload), ser_rows.eq(rows_now),
-                         ser_left.eq(Mux(rows_now < lanes, rows_now, lanes))]
-        with m.Elif(deq.acc.valid & deq.acc.ready):
-            m.d.sync += [ser_buf.eq(Cat(ser_buf.as_value()[32:], Const(0, 32))),
-                         ser_left.eq(ser_left - 1), ser_rows.eq(ser_rows - 1)]
+        # lane serializer: the engine's lanes-wide result -> one accumulator per beat, rows
+        # past the product's end dropped; each product's row count comes from the front
+        m.submodules.ser = ser = LaneSerializer(lanes, isa.ROWS_BITS + 1, engine.acc_bits)
+        wiring.connect(m, engine.acc, ser.acc)
+        m.d.comb += [deq.acc.valid.eq(ser.o.valid), deq.acc.payload.eq(ser.o.payload.acc),
+                     ser.o.ready.eq(deq.acc.ready)]
 
         # the top-k unit: candidates of a TOPK MATVEC, largest first, ties to the lower id
         m.submodules.topk = topk = TopK(cfg.max_topk, isa.ROWS_BITS)
@@ -595,17 +582,19 @@ class Core(wiring.Component):
                      st_mvf.read_use.eq(st_mvf.active & (f_mode == MatvecMode.ADD)),
                      st_mvf.write_use.eq(st_mvf.active & (f_mode != MatvecMode.TOPK)),
                      st_mvf.dst.eq(field(wf, op, "dst")), st_mvf.length.eq(f_rows),
-                     ser_cfg.w_data.eq(f_rows)]
+                     ser.cfg.payload.rows.eq(f_rows)]
         with m.FSM(name="mv_front"):
             with m.State("IDLE"):
                 with m.If(go[MVF_P]):
                     m.next = "START"
-            with m.State("START"):
+            with m.State("START"):           # the serializer learns the product's rows
                 m.d.sync += [w_base.eq(field(wf, op, "waddr")),
                              w_len.eq(((f_rows + lanes - 1) >> glog) * field(wf, op, "k")),
                              handed.eq(0)]
-                m.d.comb += [w_start.eq(1), ser_cfg.w_en.eq(1)]
-                m.next = "RUN"
+                m.d.comb += ser.cfg.valid.eq(1)
+                with m.If(ser.cfg.ready):
+                    m.d.comb += w_start.eq(1)
+                    m.next = "RUN"
             with m.State("RUN"):
                 # hand the MATVEC to the back end as soon as it is free (in order)
                 # The back end's scatter and ADD gather take the ranges in this same cycle:
