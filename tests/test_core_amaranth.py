@@ -85,8 +85,8 @@ def _q(rows=16, n=16, src=0):
     return Instruction(Opcode.QUANT, src=src, len=n, gain=0, frac=14, rows=rows)
 
 
-def _mv(rows=16, k=16, mode=MatvecMode.STORE, dst=64, waddr=0):
-    return Instruction(Opcode.MATVEC, waddr=waddr, k=k, rows=rows, dst=dst, reg=0,
+def _mv(rows=16, k=16, mode=MatvecMode.STORE, dst=64, waddr=0, reg=0):
+    return Instruction(Opcode.MATVEC, waddr=waddr, k=k, rows=rows, dst=dst, reg=reg,
                        w_scale=PF(40000, -22), mode=mode)
 
 
@@ -139,7 +139,18 @@ def _random_program(rng, compiled):
 
     for _ in range(int(rng.integers(10, 22))):
         kind = rng.choice(["rms", "quant", "mv", "mlgru", "glu", "add", "trace", "war",
-                           "waw"])
+                           "waw", "rwar"])
+        if kind == "rwar" and queue == 0 and regs_set:
+            # the MATVEC takes R[r] when its vector's scale is there (a long QUANT's), so a
+            # short RMS that rewrites r right after it must wait until it has
+            r = int(rng.choice(sorted(regs_set)))
+            prog += [_q(src=int(rng.choice(slots[:4])), n=64, rows=16),
+                     Instruction(Opcode.MATVEC, waddr=int(rng.integers(0, 800)), k=64, rows=16,
+                                 dst=int(rng.choice(slots)), reg=r, w_scale=PF(50000, -30),
+                                 mode=MatvecMode.STORE),
+                     Instruction(Opcode.RMS, src=vec(), len=1, gain=0, no_gain=1, frac=0,
+                                 reg=r, sqrt_k=golden.sqrt_pf(1))]
+            continue
         if kind in ("war", "waw") and queue < 2 and regs_set:
             # a later, faster pipe would overtake an earlier one on the same vector: a
             # MATVEC writing what a slow TRACE still reads, or an ADD writing what a
@@ -204,3 +215,32 @@ def test_random_programs_keep_sequential_semantics(seed):
     compiled = _program(_random_program(rng, base))
     got = _check(compiled, [("run", 3, 0), ("run", 11, 0)])
     assert all(ok for _, ok in got["runs"])             # valid programs: no refusal
+
+
+def _rms(src, n, reg):
+    return Instruction(Opcode.RMS, src=src, len=n, gain=0, no_gain=1, frac=0, reg=reg,
+                       sqrt_k=golden.sqrt_pf(n))
+
+
+def test_matvec_takes_its_register_after_the_rms_that_writes_it():
+    """A long RMS of r1, then a short QUANT and the MATVEC that uses r1: the MATVEC's
+    engine work starts at once, but its dequantizer must wait for the RMS (without that
+    wait this program gives other values)."""
+    embed = Instruction(Opcode.EMBED, dst=0, len=16, frac=14, base=0, rows=40)
+    prog = [embed, _rms(0, 64, 1), _q(src=0, n=16, rows=16),
+            Instruction(Opcode.MATVEC, waddr=0, k=16, rows=16, dst=96, reg=1,
+                        w_scale=PF(50000, -30), mode=MatvecMode.STORE),
+            Instruction(Opcode.TRACE, src=96, len=16, tag=1), END]
+    _check(_program(prog), [("run", 3, 0)])
+
+
+def test_register_reuse_right_after_a_matvec():
+    """An RMS that rewrites a register right after the MATVEC that reads it: the MATVEC
+    sees the old value (the RMS waits while a running MATVEC has yet to take it)."""
+    e1 = Instruction(Opcode.EMBED, dst=0, len=16, frac=14, base=0, rows=40)
+    e2 = Instruction(Opcode.EMBED, dst=32, len=16, frac=10, base=0, rows=40)
+    prog = [e1, e2, _rms(0, 1, 0), _q(src=0, n=64, rows=16),
+            Instruction(Opcode.MATVEC, waddr=0, k=64, rows=16, dst=128, reg=0,
+                        w_scale=PF(50000, -30), mode=MatvecMode.STORE),
+            _rms(32, 1, 0), Instruction(Opcode.TRACE, src=128, len=16, tag=1), END]
+    _check(_program(prog), [("run", 3, 0)])

@@ -486,7 +486,7 @@ class Core(wiring.Component):
         # ==================================================================================
         w = pir[QNT_P]
         op = Opcode.QUANT
-        q_got_q, q_got_s = Signal(), Signal()
+        q_got_s = Signal()
         m.d.comb += [quant.i.payload.u.eq(g_qnt.out.s0),
                      quant.i.payload.g.eq(g_qnt.out.p0[:16]),
                      quant.i.valid.eq(g_qnt.fifo.r_rdy), g_qnt.fifo.r_en.eq(quant.i.ready),
@@ -500,6 +500,17 @@ class Core(wiring.Component):
                      engine.groups.eq((field(w, op, "rows") + lanes - 1) >> glog),
                      mq.w_data.eq(quant.scale.payload),
                      g_qnt.use_s[0].eq(1)]
+        # vectors the quantizer was given, and first codes the engine took (mod 4: at most
+        # two vectors are in the quantizer and the engine's banks between the two)
+        q_started, q_firsts = Signal(2), Signal(2)
+        q_expect_first = Signal(init=1)
+        code_in = quant.q.valid & quant.q.ready
+        with m.If(code_in):
+            m.d.sync += q_expect_first.eq(quant.q.payload.last)
+            with m.If(q_expect_first):
+                m.d.sync += q_firsts.eq(q_firsts + 1)
+        with m.If(flush):
+            m.d.sync += [q_started.eq(0), q_firsts.eq(0), q_expect_first.eq(1)]
         with m.FSM(name="quant_pipe"):
             with m.State("IDLE"):
                 with m.If(go[QNT_P]):
@@ -508,22 +519,27 @@ class Core(wiring.Component):
                 m.d.sync += [g_qnt.base_s[0].eq(field(w, op, "src")),
                              g_qnt.base_p[0].eq(field(w, op, "gain")),
                              g_qnt.length.eq(field(w, op, "len")),
-                             q_got_q.eq(0), q_got_s.eq(0)]
+                             q_got_s.eq(0)]
                 m.d.comb += g_qnt.start.eq(1)
                 m.next = "CFG"
             with m.State("CFG"):
                 m.d.comb += quant.cfg.valid.eq(1)
                 with m.If(quant.cfg.ready):
+                    m.d.sync += q_started.eq(q_started + 1)
                     m.next = "RUN"
             with m.State("RUN"):
+                # Free once its elements are all in the quantizer, its scale is queued and
+                # its first code has reached the engine (which takes k and the row groups
+                # from this instruction then): the rest of its codes flow on their own while
+                # the next QUANT's first pass overlaps them, as the unit allows.
                 m.d.comb += [quant.scale.ready.eq(~q_got_s & mq.w_rdy),
                              mq.w_en.eq(quant.scale.valid & ~q_got_s)]
-                last_code = quant.q.valid & quant.q.ready & quant.q.payload.last
                 with m.If(quant.scale.valid & ~q_got_s & mq.w_rdy):
                     m.d.sync += q_got_s.eq(1)
-                with m.If(last_code):
-                    m.d.sync += q_got_q.eq(1)
-                with m.If((q_got_s | (quant.scale.valid & mq.w_rdy)) & (q_got_q | last_code)):
+                fed = (g_qnt.j == g_qnt.length) & ~g_qnt.fifo.r_rdy
+                first_in = (q_firsts == q_started) | (code_in & q_expect_first
+                                                      & (q_firsts + 1 == q_started))
+                with m.If((q_got_s | (quant.scale.valid & mq.w_rdy)) & fed & first_in):
                     m.d.sync += g_qnt.active.eq(0)
                     m.d.comb += done[QNT_P].eq(1)
                     m.next = "IDLE"
@@ -531,6 +547,7 @@ class Core(wiring.Component):
         # ==================================================================================
         # MATVEC pipe
         # ==================================================================================
+        rms_reg = field(pir[RMS_P], Opcode.RMS, "reg")
         op = Opcode.MATVEC
         wf = pir[MVF_P]                       # the front's MATVEC
         w = pir[MV_P]                         # the back end's
@@ -566,10 +583,9 @@ class Core(wiring.Component):
         m.submodules.topk = topk = TopK(cfg.max_topk, isa.ROWS_BITS)
         tk = cfg.max_topk
 
-        inv_rms_f, inv_rms = Signal(PFloat), Signal(PFloat)   # R[reg] at issue, front/back
         mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
         m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),
-                     deq.scales.payload.inv_rms.eq(inv_rms),
+                     deq.scales.payload.inv_rms.eq(regs[field(w, op, "reg")]),
                      deq.scales.payload.w_scale.eq(pf(w, op, "w_scale", "mv")),
                      deq.scales.payload.count.eq(mv_rows),
                      g_mv.use_s[0].eq(mv_mode == MatvecMode.ADD),
@@ -604,7 +620,7 @@ class Core(wiring.Component):
                 with m.If(~handed & ~busy[MV_P]):
                     m.d.comb += [go[MV_P].eq(1), sc_mv.start.eq(1),
                                  g_mv.start.eq(f_mode == MatvecMode.ADD)]
-                    m.d.sync += [handed.eq(1), inv_rms.eq(inv_rms_f),
+                    m.d.sync += [handed.eq(1),
                                  sc_mv.dst.eq(field(wf, op, "dst")),
                                  g_mv.base_s[0].eq(field(wf, op, "dst")),
                                  g_mv.length.eq(f_rows)]
@@ -614,7 +630,8 @@ class Core(wiring.Component):
                     m.d.comb += done[MVF_P].eq(1)
                     m.next = "IDLE"
 
-        with m.FSM(name="mv_back"):
+        mv_before_scales = Signal()
+        with m.FSM(name="mv_back") as mv_back:
             with m.State("IDLE"):
                 with m.If(go[MV_P]):
                     m.next = "START"
@@ -628,9 +645,11 @@ class Core(wiring.Component):
                         m.next = "SCALES"
                 with m.Else():
                     m.next = "SCALES"
-            with m.State("SCALES"):          # the vector's scale from its QUANT
-                m.d.comb += deq.scales.valid.eq(mq.r_rdy)
-                with m.If(mq.r_rdy & deq.scales.ready):
+            with m.State("SCALES"):          # its QUANT's scale and its RMS's R[reg]
+                r_ready = ~(busy[RMS_P] & earlier[MV_P][RMS_P]
+                            & (rms_reg == field(w, op, "reg")))
+                m.d.comb += deq.scales.valid.eq(mq.r_rdy & r_ready)
+                with m.If(mq.r_rdy & r_ready & deq.scales.ready):
                     m.d.comb += mq.r_en.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
@@ -680,6 +699,10 @@ class Core(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += done[MV_P].eq(1)
                 m.next = "IDLE"
+
+        m.d.comb += mv_before_scales.eq(busy[MV_P] & (mv_back.ongoing("IDLE")
+                                                      | mv_back.ongoing("START")
+                                                      | mv_back.ongoing("SCALES")))
 
         # ==================================================================================
         # VECTOR pipe: EMBED, MLGRU, GLU, ADD, TRACE
@@ -891,7 +914,12 @@ class Core(wiring.Component):
         pipe_of = {Opcode.RMS: RMS_P, Opcode.QUANT: QNT_P, Opcode.MATVEC: MVF_P,
                    **{op: VEC_P for op in (Opcode.EMBED, Opcode.MLGRU, Opcode.GLU, Opcode.ADD,
                                            Opcode.TRACE)}}
-        rms_reg = field(pir[RMS_P], Opcode.RMS, "reg")
+        # registers a running MATVEC has yet to take (at its scales beat)
+        r_wanted = Signal(isa.NUM_REGS)
+        mvf_reg = field(pir[MVF_P], Opcode.MATVEC, "reg")
+        mvb_reg = field(pir[MV_P], Opcode.MATVEC, "reg")
+        m.d.comb += r_wanted.eq(Mux(busy[MVF_P], 1 << mvf_reg, 0)
+                                | Mux(mv_before_scales, 1 << mvb_reg, 0))
 
         with m.FSM(name="issue"):
             with m.State("IDLE"):
@@ -938,8 +966,8 @@ class Core(wiring.Component):
                     for op, p in pipe_of.items():
                         with m.Case(op):
                             ok = ~busy[p]
-                            if op == Opcode.MATVEC:   # R[reg] is taken now: its RMS first
-                                ok = ok & ~(busy[RMS_P] & (rms_reg == f(op, "reg")))
+                            if op == Opcode.RMS:      # an earlier MATVEC still needs R[reg]
+                                ok = ok & ~r_wanted.bit_select(f(op, "reg"), 1)
                             with m.If(ok):
                                 m.d.comb += [go[p].eq(1), inc["INSTRUCTIONS"].eq(1)]
                                 m.d.sync += pc.eq(pc + 1)
@@ -955,8 +983,7 @@ class Core(wiring.Component):
                                     m.d.sync += aq_count.eq(aq_count + 1)
                                 if op == Opcode.MATVEC:
                                     m.d.sync += [aq_count.eq(aq_count - 1),
-                                                 aq_head.eq(~aq_head),
-                                                 inv_rms_f.eq(regs[f(op, "reg")])]
+                                                 aq_head.eq(~aq_head)]
                                     with m.If(f(op, "mode") == MatvecMode.TOPK):
                                         m.d.sync += ran_topk.eq(1)
             with m.State("DRAIN"):           # END: every pipe finishes, then the token ends
