@@ -120,3 +120,23 @@ def test_refusal_leaves_the_link_in_step(device):
     r = device.run([1], 1)
     assert len(r.ids) == 1
     del backend
+
+
+def test_console_script_sim_equals_golden():
+    """`mmfree-fpga run --backend sim` prints exactly what `--backend golden` prints."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    exe = Path(".venv/bin/mmfree-fpga")
+    exe = str(exe) if exe.exists() else shutil.which("mmfree-fpga")
+    outs = {}
+    for backend in ("golden", "sim"):
+        r = subprocess.run([exe, "run", "--backend", backend, "--model", SHIPPED, "--prompt",
+                            "Mr. Darcy said", "--max-new-tokens", "12", "--ignore-eos"],
+                           capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, r.stderr
+        assert f"[{backend}]" in r.stderr
+        outs[backend] = r.stdout
+    assert outs["sim"] == outs["golden"]
+    assert len(outs["sim"]) > len("Mr. Darcy said") + 10
