@@ -66,6 +66,13 @@ def _lockstep(backend: AcceleratorBackend, golden: GoldenModel, prompt_ids, new_
     return seq
 
 
+def test_memories_start_at_zero(device):
+    """The simulator zeroes what the gateware declares zero (Verilator --x-initial 0):
+    nothing has written the end of SCRATCH or of STATE yet."""
+    assert not device.read(Space.SCRATCH, SIM.scratch_words - 64, 64).any()
+    assert not device.read(Space.STATE, SIM.state_words - 64, 64).any()
+
+
 def test_shipped_model_64_tokens_every_layer(device):
     golden = GoldenModel(SHIPPED)
     compiled = compile_model(golden, SIM, trace=True)

