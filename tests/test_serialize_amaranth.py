@@ -15,28 +15,7 @@ from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
 from mmfree_hw.engine import TernaryEngine
 from mmfree_hw.serialize import LaneSerializer, RegisterSlice
-
-
-async def send(ctx, port, beats, valid_prob, rng, log, start=0):
-    """Offer ``beats`` on ``port`` with random gaps; log the edge number of each transfer."""
-    edge = 0
-    for _ in range(start):
-        await ctx.tick()
-        edge += 1
-    for beat in beats:
-        while rng.random() >= valid_prob:
-            ctx.set(port.valid, 0)
-            await ctx.tick()
-            edge += 1
-        ctx.set(port.valid, 1)
-        ctx.set(port.payload, beat)
-        while True:
-            *_, ready = await ctx.tick().sample(port.ready)
-            edge += 1
-            if ready:
-                log.append(edge)
-                break
-    ctx.set(port.valid, 0)
+from util import send
 
 
 async def collect(ctx, port, n, ready_prob, rng, out, log, limit=200_000):

@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
 from mmfree_hw.topk import TopK
+from util import send
 
 
 def expected(logits, k, max_k):
@@ -29,21 +30,7 @@ def run_topk(dut, vectors, valid_prob=1.0, ready_prob=1.0, seed=0):
     out, log = [], {"cfg": [], "i": [], "o": []}
 
     async def source(ctx, port, beats, name, prng):
-        edge = 0
-        for beat in beats:
-            while prng.random() >= valid_prob:
-                ctx.set(port.valid, 0)
-                await ctx.tick()
-                edge += 1
-            ctx.set(port.valid, 1)
-            ctx.set(port.payload, beat)
-            while True:
-                *_, ready = await ctx.tick().sample(port.ready)
-                edge += 1
-                if ready:
-                    log[name].append(edge)
-                    break
-        ctx.set(port.valid, 0)
+        await send(ctx, port, beats, valid_prob, prng, log[name])
 
     async def cfg_bench(ctx):
         await source(ctx, dut.cfg, [{"k": k} for k, _ in vectors], "cfg",

@@ -23,3 +23,25 @@ def random_image(seed=0, **kw):
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     return export_model(m.eval(), b"{}")
+
+
+async def send(ctx, port, beats, valid_prob, rng, log, start=0):
+    """Offer ``beats`` on ``port`` with random gaps; log the edge number of each transfer."""
+    edge = 0
+    for _ in range(start):
+        await ctx.tick()
+        edge += 1
+    for beat in beats:
+        while rng.random() >= valid_prob:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+            edge += 1
+        ctx.set(port.valid, 1)
+        ctx.set(port.payload, beat)
+        while True:
+            *_, ready = await ctx.tick().sample(port.ready)
+            edge += 1
+            if ready:
+                log.append(edge)
+                break
+    ctx.set(port.valid, 0)

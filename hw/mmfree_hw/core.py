@@ -581,7 +581,6 @@ class Core(wiring.Component):
 
         # the top-k unit: candidates of a TOPK MATVEC, largest first, ties to the lower id
         m.submodules.topk = topk = TopK(cfg.max_topk, isa.ROWS_BITS)
-        tk = cfg.max_topk
 
         mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
         m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),
@@ -676,7 +675,7 @@ class Core(wiring.Component):
                     m.d.sync += mv_out.eq(mv_out + 1)
                     with m.If(mv_out + 1 == mv_rows):
                         m.d.sync += g_mv.active.eq(0)
-                        m.next = "RESULT" if tk else "FINISH"
+                        m.next = "RESULT"
             with m.State("RESULT"):
                 # candidates only for a TOPK with k_run > 0; records stay in program
                 # order, so an earlier TRACE finishes first
@@ -781,20 +780,14 @@ class Core(wiring.Component):
                              sc_vec.en.eq(take), g_vec.fifo.r_en.eq(take)]
                 with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
                     m.next = "END"
-            with m.State("MLGRU"):
-                take = mlgru.o.valid & sc_vec.can
-                m.d.comb += [mlgru.i.valid.eq(g_vec.fifo.r_rdy),
-                             g_vec.fifo.r_en.eq(mlgru.i.ready), mlgru.o.ready.eq(sc_vec.can),
-                             sc_vec.value.eq(mlgru.o.payload), sc_vec.en.eq(take)]
-                with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
-                    m.next = "END"
-            with m.State("ELEM"):
-                take = elem.o.valid & sc_vec.can
-                m.d.comb += [elem.i.valid.eq(g_vec.fifo.r_rdy),
-                             g_vec.fifo.r_en.eq(elem.i.ready), elem.o.ready.eq(sc_vec.can),
-                             sc_vec.value.eq(elem.o.payload), sc_vec.en.eq(take)]
-                with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
-                    m.next = "END"
+            for state, unit in (("MLGRU", mlgru), ("ELEM", elem)):   # gather -> unit -> scatter
+                with m.State(state):
+                    take = unit.o.valid & sc_vec.can
+                    m.d.comb += [unit.i.valid.eq(g_vec.fifo.r_rdy),
+                                 g_vec.fifo.r_en.eq(unit.i.ready), unit.o.ready.eq(sc_vec.can),
+                                 sc_vec.value.eq(unit.o.payload), sc_vec.en.eq(take)]
+                    with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
+                        m.next = "END"
             with m.State("TRACE_HEAD"):
                 # records stay in program order: an earlier MATVEC's RESULT goes first
                 op = Opcode.TRACE
