@@ -1,8 +1,10 @@
 """cocotb regression for the MLGRU state unit on the Verilog that Amaranth emits: two widths
 x the 4 stream patterns x at least 1,300 channel-transactions (about 11,000 in all), the
 state hazard at n = 1 and 3 (the input interlock), and the default model's size (n = 256,
-6 layers in one 1,536-deep state memory). Each run also resets the unit mid-vector. One
-more run asserts the docstring's latency and throughput."""
+6 layers in one 1,536-deep state memory). The settings travel on the ``cfg`` stream, one
+beat per vector, with its own random gaps and, in the patterns with gaps, long waits before
+some beats (so vectors wait for them). Each run also resets the unit mid-vector with cfg
+beats queued. One more run asserts the docstring's latency and throughput."""
 
 import sys
 from pathlib import Path
@@ -27,7 +29,8 @@ def run_mlgru(record_property, only=("sequences", "reset_mid_vector"), **params)
 @pytest.mark.parametrize(("n", "max_channels"), [(16, 64), (64, 256)])
 def test_mlgru(record_property, pattern, n, max_channels):
     """Up to 4 layers interleaved in the memory, 1 .. 4 tokens per sequence; each run also
-    asserts that every corner case of the bench's list occurred."""
+    asserts that every corner case of the bench's list occurred (with gaps: a cfg beat
+    arriving after the previous vector's last beat, too)."""
     run_mlgru(record_property, pattern=pattern, n=n, max_channels=max_channels,
               transactions=1300, seed=PATTERNS.index(pattern) + n, check_coverage=True)
 
@@ -47,6 +50,6 @@ def test_mlgru_default_model_size(record_property):
 
 
 def test_mlgru_timing(record_property):
-    """LATENCY (35) per beat; one channel per cycle at n = 16, one vector per
-    n + MIN_DISTANCE - 1 cycles at n = 3."""
+    """LATENCY (35) per beat; one channel per cycle at n = 16 with the cfg beats costing
+    no cycle, one vector per n + MIN_DISTANCE - 1 cycles at n = 3."""
     run_mlgru(record_property, only=["timing"], max_channels=64, suite="timing")

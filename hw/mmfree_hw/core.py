@@ -712,13 +712,21 @@ class Core(wiring.Component):
         v_embed_base = Signal(ea + 1)        # EMBED's row, computed at issue
         v_count = Signal(isa.LEN_BITS + 1)
         max_n_log = ceil_log2(cfg.max_n)
+        # One MLGRU cfg beat per instruction, armed in START. Its payload comes straight
+        # from w, which holds until the instruction is done; the unit's own queue is empty
+        # between instructions, so the beat goes at once, and the unit holds i.ready low
+        # until it has it, whenever the gather's first beat comes.
+        mlgru_cfg_pending = Signal()
+        with m.If(mlgru.cfg.valid & mlgru.cfg.ready):
+            m.d.sync += mlgru_cfg_pending.eq(0)
         m.d.comb += [
             mlgru.i.payload.zi.eq(G.s0), mlgru.i.payload.zf.eq(G.s1),
             mlgru.i.payload.zg.eq(G.s2), mlgru.i.payload.lb.eq(G.p0[:N.GATE_FRAC + 1]),
             mlgru.i.payload.gn.eq(G.p1[:16]), mlgru.i.payload.first.eq(first),
-            mlgru.n.eq(field(w, Opcode.MLGRU, "n")),
-            mlgru.base.eq(field(w, Opcode.MLGRU, "layer") << max_n_log),
-            mlgru.gn_frac.eq(field(w, Opcode.MLGRU, "gn_frac")),
+            mlgru.cfg.valid.eq(mlgru_cfg_pending),
+            mlgru.cfg.payload.n.eq(field(w, Opcode.MLGRU, "n")),
+            mlgru.cfg.payload.base.eq(field(w, Opcode.MLGRU, "layer") << max_n_log),
+            mlgru.cfg.payload.gn_frac.eq(field(w, Opcode.MLGRU, "gn_frac")),
             elem.i.payload.a.eq(G.s0), elem.i.payload.b.eq(G.s1),
             elem.i.payload.op.eq(Mux(vop == Opcode.GLU, Op.GLU, Op.ADD)),
             sc_vec.active.eq(busy[VEC_P] & (vop != Opcode.TRACE)),
@@ -750,7 +758,7 @@ class Core(wiring.Component):
                                      g_vec.base_p[0].eq(field(w, op, "lb")),
                                      g_vec.base_p[1].eq(field(w, op, "lb") + n),
                                      g_vec.length.eq(n), sc_vec.dst.eq(field(w, op, "dst")),
-                                     sc_vec.length.eq(n)]
+                                     sc_vec.length.eq(n), mlgru_cfg_pending.eq(1)]
                         m.d.comb += g_vec.start.eq(1)
                         m.next = "MLGRU"
                     for op, a, b in ((Opcode.GLU, "gate", "up"), (Opcode.ADD, "a", "b")):

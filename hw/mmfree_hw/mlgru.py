@@ -51,23 +51,40 @@ class MLGRUBeat(data.Struct):
     first: 1        # first token of a sequence: the previous state is taken as 0
 
 
+def mlgru_cfg_layout(max_channels: int = 256) -> data.StructLayout:
+    """The per-vector settings of :class:`MLGRUUnit` (its ``cfg`` stream): ``n``, the
+    vector's channels (1 .. max_channels; 0 acts as 1), ``base``, the state address of its
+    channel 0, and ``gn_frac``, the fractional bits of its ``gn``."""
+    return data.StructLayout({"n": range(max_channels + 1), "base": range(max_channels),
+                              "gn_frac": unsigned(N.GN_FRAC_BITS)})
+
+
 class MLGRUUnit(wiring.Component):
     """Ports:
 
-    - ``i``: stream of :class:`MLGRUBeat`, channels 0 .. n-1 of a token in order.
-    - ``o``: stream of X (int32), ``o[j]`` for each accepted beat, in order.
-    - ``n`` (config): channels per vector, 1 .. ``max_channels`` (0 acts as 1).
-    - ``base`` (config): state address of channel 0 of the current layer (layer * n when one
-      unit serves every layer); ``base + n <= max_channels``. Regions must not overlap, and
-      a region is always used with the same ``n`` (its layer's width).
-    - ``gn_frac`` (config): fractional bits of ``gn``, 0 .. ``numerics.GN_FRAC_MAX`` (31;
+    - ``cfg``: stream of :func:`mlgru_cfg_layout`, one beat per vector, taken before the
+      vector's first ``i`` beat (at an earlier edge, never the same one):
+      ``n``, channels of the vector, 1 .. ``max_channels`` (0 acts as 1);
+      ``base``, the state address of its channel 0 (layer * n when one unit serves every
+      layer), ``base + n <= max_channels``: regions must not overlap, and a region is
+      always used with the same ``n`` (its layer's width);
+      ``gn_frac``, the fractional bits of ``gn``, 0 .. ``numerics.GN_FRAC_MAX`` (31;
       ``gain_block`` gives <= 30, the exporter refuses what does not fit).
+    - ``i``: stream of :class:`MLGRUBeat`, channels 0 .. n-1 of a vector in order.
+      ``i.ready`` is low while no cfg beat is there for the vector the next beat belongs to.
+    - ``o``: stream of X (int32), ``o[j]`` for each accepted beat, in order.
+
+    Settings: the unit queues two cfg beats, the current vector's and the next one's.
+    ``cfg.ready`` is high while the second place is free: a vector's cfg beat can be taken
+    as soon as the previous vector's has moved to the front (the cycle after the vector
+    before that took its last beat), so it is normally queued while the previous vector
+    streams and vectors follow each other without a bubble. The settings a beat needs later
+    (``gn_frac``, the state address) travel with it down the pipeline, so a cfg beat never
+    waits for the pipeline to drain.
 
     Channel order: a counter gives each accepted beat its channel ``j`` and wraps after
-    ``n`` beats; the beat's state address is ``base + j``. ``rst`` returns the counter to 0.
-    The config inputs are sampled with each accepted beat, so they may change between two
-    vectors (after the n-th beat was accepted, before the next) without draining the
-    pipeline; ``n`` and ``base`` must not change inside a vector.
+    ``n`` beats; the beat's state address is ``base + j``. ``rst`` returns the counter to 0
+    and drops the queued cfg beats: after a reset, every vector needs its cfg beat again.
 
     Clearing the state: the sequencer sets ``first`` on every beat of a sequence's first token
     (every layer). That beat takes ``h = 0`` instead of the stored state and overwrites it, so
@@ -80,9 +97,12 @@ class MLGRUUnit(wiring.Component):
     the f h product and the state update, sigmoid of the new h, silu(h), the output product,
     rounding, saturation. Every wide product is a :class:`PipelinedMul` and every step has
     its own register, for the 150 MHz per-unit goal.
-    Throughput: one channel per cycle for ``n >= MIN_DISTANCE`` (8); see "State hazard"
-    for smaller ``n``. A stalled ``o`` stalls the whole pipeline, so back-pressure never
-    drops a beat.
+    Throughput: one channel per cycle for ``n >= MIN_DISTANCE`` (8), vector after vector;
+    a cfg beat costs no cycle as long as it is offered before its vector's first beat could
+    go (while the previous vector streams, when they come back to back). A late cfg beat
+    delays only its own vector: the first beat goes at the earliest at the edge after the
+    one that took the cfg beat. See "State hazard" for smaller ``n``. A stalled ``o`` stalls
+    the whole pipeline, so back-pressure never drops a beat.
 
     State hazard: the state is read 2 stages before the f h product (the memory and its
     output register) and written as the new h leaves the update stage, ``f h`` product
@@ -107,11 +127,12 @@ class MLGRUUnit(wiring.Component):
     an output register, one write port); seven pipelined products: 32x26 (silu(zi)),
     26x26 ((1-lb) sigma(-zf)), 32x26 (c), 32x26 (h f), 32x26 (silu(h)), 32x16 (zg gn),
     32x32 (gg silu(h)), 4 MULT18X18D each but 2 for 32x16 (26); a 49-bit barrel shifter
-    (gn_frac); delay lines (mostly gg: 32 bits over 23 stages). Out of context on the
-    ECP5-85F (``bitstreams/ooc.py``'s flow, max_channels = 1024): 29 MULT18X18D, 11 DP16KD,
-    ~4,400 FF, ~1,000 LUT4 + 625 CCU2C; about 119 MHz, the worst path inside a
-    PipelinedMul (operand register -> MULT18X18D -> partial product register), not in this
-    unit's own logic.
+    (gn_frac); delay lines (mostly gg: 32 bits over 23 stages); the two-entry cfg queue
+    (2 x 26 bits at max_channels = 1024). Out of context on the ECP5-85F
+    (``bitstreams/ooc.py``'s flow, max_channels = 1024, measured before the cfg stream
+    replaced plain setting ports, ~50 FF ago): 29 MULT18X18D, 11 DP16KD, ~4,400 FF,
+    ~1,000 LUT4 + 625 CCU2C; about 119 MHz, the worst path inside a PipelinedMul (operand
+    register -> MULT18X18D -> partial product register), not in this unit's own logic.
     """
 
     def __init__(self, max_channels: int = 256):
@@ -122,9 +143,7 @@ class MLGRUUnit(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(MLGRUBeat)),
             "o": Out(stream.Signature(X)),
-            "n": In(range(max_channels + 1)),
-            "base": In(range(max_channels)),
-            "gn_frac": In(unsigned(N.GN_FRAC_BITS)),
+            "cfg": In(stream.Signature(mlgru_cfg_layout(max_channels))),
             # the host's access to the state memory, between tokens (``host_en`` high only
             # while no beat is in the unit): read data one cycle after the address
             "host_en": In(1), "host_addr": In(range(max_channels)), "host_we": In(1),
@@ -174,16 +193,35 @@ class MLGRUUnit(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
-        # Channel counter and state address of the incoming beat.
+        # The settings queue: ``cur``, the vector the next i beat belongs to, and ``held``
+        # behind it. Two entries because every beat of a vector needs its n and base while
+        # the next vector's cfg beat must already be taken (no bubble between vectors); and
+        # the per-beat logic then starts from a register, never from the cfg port, so no
+        # handshake path of the sender runs into the address adder or i.ready.
+        layout = mlgru_cfg_layout(self.max_channels)
+        cur, held = Signal(layout), Signal(layout)
+        cur_valid, held_valid = Signal(), Signal()
         chan = Signal(addr_shape)
+        take = Signal()
+        last = Signal()               # the beat in front is its vector's last (n = 0 acts as 1)
+        m.d.comb += [last.eq(chan + 1 >= cur.n), self.cfg.ready.eq(~held_valid)]
+        cfg_take = self.cfg.valid & self.cfg.ready
+        with m.If(~cur_valid | (take & last)):
+            with m.If(held_valid):
+                m.d.sync += [cur.eq(held), cur_valid.eq(1), held_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [cur.eq(self.cfg.payload), cur_valid.eq(cfg_take)]
+        with m.Elif(cfg_take):
+            m.d.sync += [held.eq(self.cfg.payload), held_valid.eq(1)]
+
+        # Channel counter and state address of the incoming beat.
         addr0 = Signal(addr_shape)
-        m.d.comb += addr0.eq(self.base + chan)
+        m.d.comb += addr0.eq(cur.base + chan)
 
         # Interlock (see the class docstring): with n < MIN_DISTANCE, a vector's first beat
         # waits until the previous vector's last beat is MIN_DISTANCE stages in; then every
         # beat is at least that far behind the previous beat of its address. No address
         # comparison: the check is off the adder in front of addr1.
-        take = Signal()
         valid = [take] + [Signal(name=f"v{k}") for k in range(1, self.LATENCY)]
         for k in range(1, self.LATENCY):
             with m.If(en):
@@ -191,11 +229,13 @@ class MLGRUUnit(wiring.Component):
         addr = delay(addr0, self.H, "addr")
         hazard = Signal()
         if self.MIN_DISTANCE > 1:
-            m.d.comb += hazard.eq((chan == 0) & (self.n < self.MIN_DISTANCE)
+            m.d.comb += hazard.eq((chan == 0) & (cur.n < self.MIN_DISTANCE)
                                   & Cat(*valid[1:self.MIN_DISTANCE]).any())
-        m.d.comb += [self.i.ready.eq(en & ~hazard), take.eq(self.i.valid & en & ~hazard)]
+        accept = Signal()
+        m.d.comb += [accept.eq(en & ~hazard & cur_valid), self.i.ready.eq(accept),
+                     take.eq(self.i.valid & accept)]
         with m.If(take):
-            m.d.sync += chan.eq(Mux(chan + 1 >= self.n, 0, chan + 1))
+            m.d.sync += chan.eq(Mux(last, 0, chan + 1))
         with m.If(en):
             m.d.sync += self.o.valid.eq(valid[-1])
 
@@ -219,7 +259,7 @@ class MLGRUUnit(wiring.Component):
         # by gn_frac in three steps (barrel shift; round; saturate).
         mul_g = muls["g"]
         m.d.comb += [mul_g.a.eq(beat.zg), mul_g.b.eq(beat.gn)]
-        frac = delay(self.gn_frac, mul_g.LATENCY, "frac")[-1]
+        frac = delay(cur.gn_frac, mul_g.LATENCY, "frac")[-1]
         t_g = register(round_shift_var(mul_g.p, frac), signed(len(mul_g.p) + 1), "gg_shift")
         r_g = register(round_half(t_g), signed(len(t_g)), "gg_round")
         gg = delay(register(saturate(r_g), X, "gg"), self.Q - self.G, "gg_q")[-1]
