@@ -6,7 +6,7 @@ One operation per element, chosen per beat, bit-exact with ``golden.residual_add
 
 from functools import partial
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,7 +63,8 @@ class ElementwiseUnit(wiring.Component):
         m.submodules.mul_silu = mul1 = PipelinedMul(*MUL_SILU)
         m.submodules.mul_out = mul2 = PipelinedMul(*MUL_OUT)
         en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en),
+        flow = Signal()
+        m.d.comb += [flow.eq(~self.o.valid | self.o.ready), self.i.ready.eq(flow),
                      sig.en.eq(en), sig.z.eq(self.i.payload.a), mul1.en.eq(en), mul2.en.eq(en)]
         delay = partial(delay_line, m, en)
         sigma, silu_s, product = self.SIGMA, self.SILU, self.PRODUCT
@@ -71,7 +72,10 @@ class ElementwiseUnit(wiring.Component):
         beat = Signal(Operands)
         m.d.comb += beat.eq(self.i.payload)
         b = delay(beat, product + 1, "b")              # b[s]: the beat in stage s
-        valid = delay(self.i.valid, product + 1, "v")[-1]
+        vs = delay(self.i.valid, product + 1, "v")
+        valid = vs[-1]
+        # the stages advance while o can move and anything is in them (see MLGRUUnit)
+        m.d.comb += en.eq(flow & (self.i.valid | Cat(*vs[1:]).any() | self.o.valid))
         # stage SIGMA: a * sigma(a) starts
         m.d.comb += [mul1.a.eq(b[sigma].a), mul1.b.eq(sig.y)]
         y = delay(sig.y, product + 1 - sigma, "y")[-1]

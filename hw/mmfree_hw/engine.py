@@ -239,11 +239,15 @@ class TernaryEngine(wiring.Component):
         addends = [Signal(ACT, name=f"addend{lane}") for lane in range(lanes)]
         negs = [Signal(name=f"neg{lane}") for lane in range(lanes)]
         m.d.sync += finish.eq(s3_valid & s3_last)
+        # In logic form (bit 0: nonzero, bit 1: the sign): the same 3-input function per bit
+        # as a Mux(pos, q, Mux(neg, ~q, 0)), but Verilator makes it branch-free; with random
+        # ternary codes a branch per lane mispredicts half the time.
+        assert (N.CODE_POS, N.CODE_NEG) == (0b01, 0b11)
         for lane in range(lanes):
-            code = s3_word[N.CODE_BITS * lane:N.CODE_BITS * (lane + 1)]
-            pos = s3_valid & (code == N.CODE_POS)
-            neg = s3_valid & (code == N.CODE_NEG)
-            m.d.sync += [addends[lane].eq(Mux(pos, q, Mux(neg, ~q, 0))), negs[lane].eq(neg)]
+            nz = s3_valid & s3_word[N.CODE_BITS * lane]
+            sign = s3_word[N.CODE_BITS * lane + 1]
+            m.d.sync += [addends[lane].eq((q ^ sign.replicate(8)) & nz.replicate(8)),
+                         negs[lane].eq(nz & sign)]
 
         # -- stage 5: accumulate; a group's last column goes to the result register -------
         result = Signal(LaneArray(ACC, lanes), reset_less=True)

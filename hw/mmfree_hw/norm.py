@@ -152,48 +152,54 @@ class VectorLoader(wiring.Component):
         with m.If(accept):
             m.d.sync += self.count.eq(self.count + 1)
 
-        # Every stage runs every cycle (nothing downstream can stall a memory write); a valid
-        # bit, the element's index and a last flag travel with the data.
+        # Nothing downstream can stall a memory write, so no stage waits; a valid bit, the
+        # element's index and a last flag travel with the data. The stages advance while
+        # anything is in them (run) and hold when the pipeline is empty, which changes
+        # nothing visible but lets a simulator skip an idle loader (see MLGRUUnit).
         n = 6
         valid = [Signal(name=f"v{s}") for s in range(1, n + 1)]
         last = [Signal(name=f"last{s}") for s in range(1, n + 1)]
         idx = [Signal(range(self.max_k), name=f"idx{s}") for s in range(1, n + 1)]
-        m.d.sync += [valid[0].eq(accept), last[0].eq(self.count == self.k - 1),
-                     idx[0].eq(self.count)]
-        m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, n)]
-        m.d.sync += [last[s].eq(last[s - 1]) for s in range(1, n)]
-        m.d.sync += [idx[s].eq(idx[s - 1]) for s in range(1, n)]
+        fin = Signal(3)
+        run = Signal()
+        m.d.comb += run.eq(accept | Cat(*valid).any() | fin.any())
+        with m.If(run):
+            m.d.sync += [valid[0].eq(accept), last[0].eq(self.count == self.k - 1),
+                         idx[0].eq(self.count)]
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, n)]
+            m.d.sync += [last[s].eq(last[s - 1]) for s in range(1, n)]
+            m.d.sync += [idx[s].eq(idx[s - 1]) for s in range(1, n)]
 
         # 1: operands. 2: u * g as two 16x16 partial products. 3: their sum.
         u1, g1 = _data(X), _data(GAIN)
-        m.d.sync += [u1.eq(self.i.payload.u),
-                     g1.eq(Mux(self.unit_gain, 1, self.i.payload.g))]
         p_lo, p_hi = _data(signed(33)), _data(signed(32))
-        m.d.sync += [p_lo.eq(u1[:16] * g1), p_hi.eq(u1[16:].as_signed() * g1)]
         p3 = _data(WIDE)
-        m.d.sync += p3.eq(p_lo + (p_hi << 16))
+        p4 = _data(signed(49))
+        w5 = _data(WIDE)
+        a6 = _data(PEAK)
+        frac = Signal(range(49))
+        rnd = Signal(48)
+        with m.If(run):
+            m.d.sync += [u1.eq(self.i.payload.u),
+                         g1.eq(Mux(self.unit_gain, 1, self.i.payload.g))]
+            m.d.sync += [p_lo.eq(u1[:16] * g1), p_hi.eq(u1[16:].as_signed() * g1)]
+            m.d.sync += p3.eq(p_lo + (p_hi << 16))
+            m.d.sync += p4.eq(p3 + rnd)
+            m.d.sync += w5.eq(p4 >> frac)
+            m.d.sync += a6.eq(Mux(w5 < 0, -w5, w5))
+            m.d.sync += fin.eq(Cat(valid[5] & last[5], fin[:2]))
         # 4: + half an ulp of the frac shift. 5: the shift; the memory write. The shift and
         # its rounding constant are registered from the (held) configuration: an element
         # reaches stage 4 no sooner than 4 cycles after start.
-        frac = Signal(range(49))
-        rnd = Signal(48)
         m.d.sync += [frac.eq(Mux(self.frac > 48, 48, self.frac)), rnd.eq(half_ulp(frac, 48))]
-        p4 = _data(signed(49))
-        m.d.sync += p4.eq(p3 + rnd)
-        w5 = _data(WIDE)
-        m.d.sync += w5.eq(p4 >> frac)
         m.d.comb += [self.wr_addr.eq(idx[4]), self.wr_data.eq(w5), self.wr_en.eq(valid[4])]
         # 6: |w|. Then the running peak, then its bit length (2 cycles), then done.
-        a6 = _data(PEAK)
-        m.d.sync += a6.eq(Mux(w5 < 0, -w5, w5))
         below = Signal(signed(PEAK.width + 1))      # a subtract maps onto the carry chain
         m.d.comb += below.eq(self.peak - a6)
         with m.If(valid[5] & below[-1]):
             m.d.sync += self.peak.eq(a6)
         m.submodules.bits = bits = BitLength(PEAK.width)
         m.d.comb += [bits.v.eq(self.peak), self.peak_bits.eq(bits.n)]
-        fin = Signal(3)
-        m.d.sync += fin.eq(Cat(valid[5] & last[5], fin[:2]))
         with m.If(fin[2]):
             m.d.sync += self.done.eq(1)
         return m
@@ -564,7 +570,6 @@ class AbsmaxQuantize(wiring.Component):
             m.d.sync += self.scale.valid.eq(0)
 
         # -- pass 2: the codes (a stall pipeline: every stage advances while en) ----------------
-        m.d.comb += en.eq(~self.q.valid | self.q.ready)
         issue = Signal()
         m.d.comb += [issue.eq(q_busy & (q_rd < q_k)), rd.addr.eq(q_rd), rd.en.eq(en)]
         with m.If(en & issue):
@@ -587,6 +592,9 @@ class AbsmaxQuantize(wiring.Component):
         a4 = _data(signed(57))
         b4 = _data(signed(34))
         t5 = _data(signed(58))
+        # (and hold while the pipeline is empty: see VectorLoader)
+        m.d.comb += en.eq((~self.q.valid | self.q.ready)
+                          & (issue | Cat(*valid).any() | self.q.valid))
         with m.If(en):
             m.d.sync += [valid[0].eq(issue), last[0].eq(q_rd == q_k - 1)]
             m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, n)]
@@ -716,15 +724,15 @@ class Dequantize(wiring.Component):
         m.d.comb += self.scales.ready.eq(fsm.ongoing("IDLE") & ~nxt_valid)
 
         # -- the element pipeline (stall pipeline, as the elementwise unit) ---------------------
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        en, flow = Signal(), Signal()
+        m.d.comb += flow.eq(~self.o.valid | self.o.ready)
         mant, rnd, shift = Signal(16), Signal(range(49)), Signal(range(66))
         # Accumulators left under the active scale, with "none" and "one" kept as flags so
         # that the hand-over to the next scale is a few gates from the handshake, not a
         # counter's subtract and compare.
         remaining = Signal(cb)
         empty, one = Signal(init=1), Signal()
-        m.d.comb += self.acc.ready.eq(en & ~empty)
+        m.d.comb += self.acc.ready.eq(flow & ~empty)
         accept = Signal()
         m.d.comb += [accept.eq(self.acc.valid & self.acc.ready),
                      take_next.eq(nxt_valid & (empty | (accept & one)))]
@@ -747,6 +755,8 @@ class Dequantize(wiring.Component):
         t5 = _data(signed(66))
         sh5 = _data(range(9))
         t6 = _data(signed(66))
+        # en: the stages advance, while o can move (flow) and anything is in them
+        m.d.comb += en.eq(flow & (accept | Cat(*valid).any() | self.o.valid))
         with m.If(en):
             m.d.sync += [valid[0].eq(accept)] + [valid[s].eq(valid[s - 1]) for s in range(1, n)]
             m.d.sync += [r_[0].eq(rnd), sh_[0].eq(shift), mant1.eq(mant)]
