@@ -60,8 +60,11 @@ instructions finish, emits an ERROR record (code, pc), ends the token with ``ok`
 answers every later token the same way until ``reset_state``.
 
 Memory ports: SCRATCH has six read ports (RMS, QUANT, MATVEC's ADD, three for the vector
-pipe) and two write ports (MATVEC, vector pipe); PARAMS four read ports. A simulator
-takes them as they are; an FPGA build needs them banked or replicated (the boards issue).
+pipe) and one write port, which the MATVEC back end and the vector pipe share (the vector
+pipe's scatter waits a cycle when both would write: the engine's results never wait);
+PARAMS has four read ports and the host's write. Every memory has one writer, so synthesis
+maps each onto block RAM replicated once per read port (an ECP5 DP16KD: one write and one
+read port per copy).
 """
 
 from __future__ import annotations
@@ -155,10 +158,13 @@ class _Gather:
 
 
 class _Scatter:
-    """Writes ``dst + w`` for w = 0, 1, ... through one SCRATCH write port."""
+    """Writes ``dst + w`` for w = 0, 1, ... into SCRATCH (``addr``, ``value`` and ``en`` for
+    the write port, which the core shares between its scatters). A scatter built with
+    ``yields_to`` waits (``can`` is low) in a cycle where that one writes."""
 
-    def __init__(self, m: Module, name: str, port, sa: int):
+    def __init__(self, m: Module, name: str, sa: int, yields_to: _Scatter | None = None):
         self.m = m
+        self.yields_to = yields_to
         self.dst = Signal(sa + 1, name=f"{name}_dst")
         self.length = Signal(isa.ROWS_BITS + 1, name=f"{name}_len")
         self.w = Signal(isa.ROWS_BITS + 1, name=f"{name}_w")
@@ -166,20 +172,20 @@ class _Scatter:
         self.en, self.value = Signal(name=f"{name}_en"), Signal(32, name=f"{name}_value")
         self.blocked = Signal(name=f"{name}_blocked")   # an earlier pipe reads/writes there
         self.start = Signal(name=f"{name}_start")
-        self.port = port
         with m.If(self.start):
             m.d.sync += self.w.eq(0)
         with m.Elif(self.en):
             m.d.sync += self.w.eq(self.w + 1)
 
-    def drive(self):
-        m = self.m
-        m.d.comb += [self.port.addr.eq(self.dst + self.w), self.port.data.eq(self.value),
-                     self.port.en.eq(self.en)]
+    @property
+    def addr(self):
+        return self.dst + self.w
 
     @property
     def can(self):
-        return ~self.blocked
+        if self.yields_to is None:
+            return ~self.blocked
+        return ~self.blocked & ~self.yields_to.en
 
     def pending(self):
         """(used, start, end) of the SCRATCH range not yet written."""
@@ -251,7 +257,10 @@ class Core(wiring.Component):
         emb_rd = m_emb.read_port()
         scr_rd = {n: m_scr.read_port() for n in ("rms", "quant", "mv", "v0", "v1", "v2")}
         par_rd = {n: m_par.read_port() for n in ("rms", "quant", "v0", "v1")}
-        scr_wr = {n: m_scr.write_port() for n in ("mv", "vec")}
+        # One write port: a block RAM replicated for the six reads (each copy one write and
+        # one read port, as an ECP5 DP16KD has two) cannot also take a second writer. The
+        # MATVEC back end and the vector pipe share it; the vector pipe yields.
+        scr_wr = m_scr.write_port()
 
         # -- units -------------------------------------------------------------------------
         flush = Signal()                     # reset_state: empty the activation queue
@@ -311,8 +320,8 @@ class Core(wiring.Component):
         g_mv = _Gather(m, "g_mv", [scr_rd["mv"]], abits=abits)
         g_vec = _Gather(m, "g_vec", [scr_rd["v0"], scr_rd["v1"], scr_rd["v2"]],
                         [par_rd["v0"], par_rd["v1"]], emb_rd, abits=abits)
-        sc_mv = _Scatter(m, "sc_mv", scr_wr["mv"], sa)
-        sc_vec = _Scatter(m, "sc_vec", scr_wr["vec"], sa)
+        sc_mv = _Scatter(m, "sc_mv", sa)
+        sc_vec = _Scatter(m, "sc_vec", sa, yields_to=sc_mv)
         st_mvf = _Static(m, "mvf", sa)
         gathers = {RMS_P: g_rms, QNT_P: g_qnt, MV_P: g_mv, VEC_P: g_vec, MVF_P: st_mvf}
         scatters = {MV_P: sc_mv, VEC_P: sc_vec, MVF_P: st_mvf}
@@ -379,17 +388,21 @@ class Core(wiring.Component):
                      mlgru.host_wdata.eq(h_state.write.payload.data)]
         for g in (g_rms, g_qnt, g_mv):
             g.drive_addresses()
-        sc_mv.drive()
         with m.If(self.busy):
             g_vec.drive_addresses()
-            sc_vec.drive()
+            with m.If(sc_mv.en):
+                m.d.comb += [scr_wr.addr.eq(sc_mv.addr), scr_wr.data.eq(sc_mv.value),
+                             scr_wr.en.eq(1)]
+            with m.Else():
+                m.d.comb += [scr_wr.addr.eq(sc_vec.addr), scr_wr.data.eq(sc_vec.value),
+                             scr_wr.en.eq(sc_vec.en)]
         with m.Else():
             m.d.comb += [scr_rd["v0"].addr.eq(host_addr[Space.SCRATCH]),
                          par_rd["v0"].addr.eq(host_addr[Space.PARAMS]),
                          emb_rd.addr.eq(host_addr[Space.EMBED]),
-                         scr_wr["vec"].addr.eq(h_scr.write.payload.addr),
-                         scr_wr["vec"].data.eq(h_scr.write.payload.data),
-                         scr_wr["vec"].en.eq(h_scr.write.valid)]
+                         scr_wr.addr.eq(h_scr.write.payload.addr),
+                         scr_wr.data.eq(h_scr.write.payload.data),
+                         scr_wr.en.eq(h_scr.write.valid)]
 
         # -- record emitter: up to 8 bytes of a value, LSB first; one client at a time -----
         em_sh, em_left = Signal(64), Signal(4)
