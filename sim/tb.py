@@ -181,8 +181,8 @@ class StreamSource(_StreamPort):
 
     ``accepted`` holds the cycle number of every beat that transferred. ``drive``, if
     given, is called every cycle right after the beat's payload (or a gap) is set up, with
-    the index of the beat presented (None in a gap): for side inputs that must be valid
-    only with some beats (the engine's ``k``/``groups``)."""
+    the index of the beat presented (None in a gap): to note when a beat is first offered,
+    or to drive garbage on the payload while ``valid`` is low."""
 
     def __init__(self, dut, prefix: str, valid_prob: float = 1.0, seed: int = 0):
         super().__init__(dut, prefix, seed)

@@ -3,9 +3,11 @@
 Weight words come from ``numerics.engine_word_ints`` (the project's one packing of 2-bit
 codes into engine words), and many products use the shipped model's exported codes
 (``models/default.mmf``: slices of every projection of every layer; the full matrices in
-the ``full`` suite). ``k`` and ``groups`` carry their values only while a vector's first
-``act`` beat is offered; on every other cycle the bench drives random garbage on them (the
-docstring: both are sampled with the first beat only).
+the ``full`` suite). Each vector's ``cfg`` beat (K, row groups) goes through a real
+handshake: early (offered as soon as the previous one went, with the pattern's gaps) or,
+for a share ``cfg_late`` of the vectors, late (offered 1..40 cycles after the vector's
+first ``act`` beat was); its payload is random garbage while ``cfg.valid`` is low. Every
+run checks that each cfg beat transfers at the edge of its vector's first ``act`` beat.
 
 Suites (MMF_PARAMS ``suite``):
 
@@ -13,9 +15,11 @@ Suites (MMF_PARAMS ``suite``):
   a single non-zero, alternating signs, K = 1, K = max_k), then random products (K in
   1..15, below and around RESULT_TURNAROUND, or 16..64; 1..8 row groups per vector;
   uniform / sparse / dense / the model's codes) until ``groups`` row groups, back to back,
-  under one of ``tb.PATTERNS`` (gaps on ``act`` and ``weights``, back-pressure on ``acc``).
-- ``full``: the default model's matrices at full rate: i_proj (256 x 256) alone, four
-  256 x 256 projections back to back, and down_proj (256 x 768). Logs cycles against the
+  under one of ``tb.PATTERNS`` (gaps on ``cfg``, ``act`` and ``weights``, back-pressure on
+  ``acc``), ``cfg_late`` (default 0.3) of the cfg beats late.
+- ``full``: the default model's matrices at full rate, cfg always available (as in all
+  of ``timing``): i_proj (256 x 256) alone, four 256 x 256 projections back to back, and
+  down_proj (256 x 768). Logs cycles against the
   ideal ``d * d / lanes`` and checks the steady state reaches 95 % of it (it is exact:
   one word per cycle, plus the pipeline latency once).
 
@@ -27,16 +31,19 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from tb import PATTERNS, StreamSink, StreamSource, idle, params, report, start, to_signed
+import tb
+from tb import PATTERNS, StreamSink, StreamSource, idle, pack, params, report, start, to_signed
 
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
-from mmfree_hw.engine import TernaryEngine
+from mmfree_hw.engine import TernaryEngine, engine_cfg_layout
 
 LATENCY = TernaryEngine.LATENCY
 TURNAROUND = TernaryEngine.RESULT_TURNAROUND
 DOC_LATENCY, DOC_TURNAROUND = 5, 6      # the docstring's numbers
 WEIGHTS_AFTER_ACT = 1       # "a weight word is taken ... from the cycle after the act beat"
+MAX_GROUPS = 1 << 16        # TernaryEngine's default, which tests/test_sim_engine.py builds
+CFG_DELAY = (1, 40)         # a late cfg beat: cycles after its vector's first act beat
 MODEL = Path(__file__).resolve().parents[1] / "sw" / "mmfree_fpga" / "models" / "default.mmf"
 PROJECTIONS = ["i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj"]
 
@@ -116,6 +123,10 @@ class Monitor:
         self.engine = engine
 
     @property
+    def cfg(self):
+        return self.engine.cfg.accepted
+
+    @property
     def act(self):
         return self.engine.act.accepted
 
@@ -129,34 +140,52 @@ class Monitor:
 
 
 class Engine:
-    """The engine's three streams, driven under one gap/back-pressure pattern."""
+    """The engine's four streams, driven under one gap/back-pressure pattern; a share
+    ``cfg_late`` of the cfg beats late (or ``cfg_at``, when set, for a fixed delay)."""
 
-    def __init__(self, dut, lanes, valid_prob=1.0, ready_prob=1.0, seed=0):
+    def __init__(self, dut, lanes, max_k, valid_prob=1.0, ready_prob=1.0, seed=0,
+                 cfg_late=0.0):
         rng = random.Random(seed)
         self.dut, self.lanes = dut, lanes
+        self.cfg_layout = engine_cfg_layout(max_k, MAX_GROUPS)
+        assert len(dut.cfg__payload) == self.cfg_layout.size
         self.garbage = random.Random(rng.randrange(1 << 30))
+        self.late = random.Random(rng.randrange(1 << 30))
+        self.cfg_late, self.cfg_at = cfg_late, None
         self.sink = StreamSink(dut, "acc", ready_prob, seed=rng.randrange(1 << 30))
         self.act = StreamSource(dut, "act", valid_prob, seed=rng.randrange(1 << 30))
         self.weights = StreamSource(dut, "weights", valid_prob, seed=rng.randrange(1 << 30))
+        self.cfg = StreamSource(dut, "cfg", valid_prob, seed=rng.randrange(1 << 30))
+        self.offered: list[int] = []     # cycle each vector's first act beat was offered
         self.checked = 0
 
-    def config(self, k: int, groups: int):
-        """The ``drive`` hook of the act source: k and groups while the first beat is
-        offered, garbage on every other cycle."""
-        dut, rng = self.dut, self.garbage
-        k_bits, g_bits = len(dut.k), len(dut.groups)
+    def scramble(self, i):
+        """The ``drive`` hook of the cfg source: garbage payload while valid is low."""
+        if i is None:
+            self.dut.cfg__payload.value = self.garbage.getrandbits(self.cfg_layout.size)
 
+    def mark(self, v: int):
+        """The ``drive`` hook of the act source: note when vector v's first beat is offered."""
         def drive(i):
-            if i == 0:
-                dut.k.value, dut.groups.value = k, groups
-            else:
-                dut.k.value, dut.groups.value = rng.getrandbits(k_bits), rng.getrandbits(g_bits)
+            if i == 0 and len(self.offered) == v:
+                self.offered.append(tb.cycle())
         return drive
 
-    async def feed_activations(self, products):
-        for q, codes in products:
-            await self.act.send([int(v) & 0xFF for v in q],
-                                drive=self.config(len(q), codes.shape[0] // self.lanes))
+    async def feed_activations(self, products, first: int):
+        for v, (q, _) in enumerate(products):
+            await self.act.send([int(x) & 0xFF for x in q], drive=self.mark(first + v))
+
+    async def feed_cfg(self, products, first: int):
+        for i, (q, codes) in enumerate(products):
+            word = pack(self.cfg_layout, k=len(q), groups=codes.shape[0] // self.lanes)
+            delay, v = self.cfg_at, first + i
+            if delay is None and self.late.random() < self.cfg_late:
+                delay = self.late.randint(*CFG_DELAY)
+            if delay is not None:        # d cycles after the first act beat was offered
+                while len(self.offered) <= v or tb.cycle() < self.offered[v] + delay:
+                    self.scramble(None)
+                    await idle(self.dut, 1)
+            await self.cfg.send([word], drive=self.scramble)
 
     async def feed_weights(self, products):
         await self.weights.send([w for _, codes in products
@@ -164,10 +193,13 @@ class Engine:
 
     async def run(self, products, weights: bool = True) -> int:
         """Stream (q, codes) products through; check every acc beat against the golden,
-        and that no beat follows the last expected one."""
+        that no beat follows the last expected one, and that each cfg beat went with its
+        vector's first act beat."""
         lanes = self.lanes
-        first = len(self.sink.beats)
-        cocotb.start_soon(self.feed_activations(products))
+        first, a0, c0 = len(self.sink.beats), len(self.act.accepted), len(self.cfg.accepted)
+        v0 = len(self.offered)
+        cocotb.start_soon(self.feed_activations(products, v0))
+        cocotb.start_soon(self.feed_cfg(products, v0))
         if weights:
             cocotb.start_soon(self.feed_weights(products))
         want = [list(G.ternary_matvec(codes, q)[g * lanes:(g + 1) * lanes])
@@ -178,6 +210,9 @@ class Engine:
                       if (got := lanes_of(beat, lanes)) != w]
         assert not mismatches, (f"{len(mismatches)} of {len(want)} wrong, "
                                 f"first: {mismatches[:2]}")
+        starts = np.cumsum([0] + [len(q) for q, _ in products[:-1]])
+        firsts = [self.act.accepted[a0 + int(i)] for i in starts]
+        assert self.cfg.accepted[c0:] == firsts, "a cfg beat not taken with its first act beat"
         self.checked += len(want)
         return len(want)
 
@@ -188,13 +223,15 @@ async def suite_random(dut, p):
     rng = np.random.default_rng(p.get("seed", 0))
     corners = corner_products(lanes, max_k, rng)
     products = corners + random_products(lanes, max_k, p["groups"], rng)
-    engine = Engine(dut, lanes, valid_prob, ready_prob, p.get("seed", 0))
+    cfg_late = p.get("cfg_late", 0.3)
+    engine = Engine(dut, lanes, max_k, valid_prob, ready_prob, p.get("seed", 0), cfg_late)
     n = await engine.run(products)
     ks = sorted({len(q) for q, _ in products})
     words = sum(codes.size // lanes for _, codes in products)
     report(dut, "engine", n, f"acc beats (row groups) of {len(products)} products "
            f"({len(corners)} corner), lanes={lanes}, K in {ks[0]}..{ks[-1]} "
-           f"({len(ks)} values), {words} weight words, bit-exact, {pattern}")
+           f"({len(ks)} values), {words} weight words, bit-exact, {pattern}, "
+           f"{cfg_late:.0%} of cfg beats late")
 
 
 async def suite_full(dut, p):
@@ -206,7 +243,7 @@ async def suite_full(dut, p):
         return rng.integers(-128, 128, size=codes.shape[1]), codes.astype(np.int64)
 
     ideal = d * d // lanes
-    engine = Engine(dut, lanes, seed=seed)          # full rate, no back-pressure
+    engine = Engine(dut, lanes, p["max_k"], seed=seed)  # full rate, no back-pressure
     mon = Monitor(engine)
 
     # One d x d product on its own: its K activations load, then d * d / lanes words.
@@ -253,8 +290,12 @@ async def engine(dut):
 
 @cocotb.test()
 async def timing(dut):
-    """The docstring's figures, no gaps and no back-pressure unless stated:
+    """The docstring's figures, no gaps and no back-pressure unless stated, cfg always
+    available unless stated:
 
+    - a cfg beat costs no cycle: a vector's first act beat is accepted the cycle it is
+      offered, with its cfg beat; a cfg beat offered d cycles after that first act beat
+      holds it d cycles, then both go at once and nothing else changes;
     - an isolated product of G groups, activations and weights offered together: its first
       word is accepted 1 cycle after its first act beat, and group 0 follows the act beats
       column by column; each acc beat is valid LATENCY (5) cycles after the edge that accepted its
@@ -270,7 +311,7 @@ async def timing(dut):
     rng = np.random.default_rng(p.get("seed", 3))
     assert (LATENCY, TURNAROUND) == (DOC_LATENCY, DOC_TURNAROUND)
     await start(dut)
-    engine = Engine(dut, lanes, seed=3)
+    engine = Engine(dut, lanes, p["max_k"], seed=3)
     mon = Monitor(engine)
 
     def product(k, groups):
@@ -282,6 +323,7 @@ async def timing(dut):
             a0, w0, c0 = len(mon.act), len(mon.weights), len(mon.acc)
             await engine.run([product(k, groups)])
             act, words = mon.act[a0:], mon.weights[w0:]
+            assert act[0] == engine.offered[-1], "the cfg beat cost a cycle"
             acc = engine.sink.monitor.presented[c0:]
             lasts = [words[(g + 1) * k - 1] for g in range(groups)]
             latency = sorted({b - a for a, b in zip(lasts, acc, strict=True)})
@@ -300,12 +342,29 @@ async def timing(dut):
         if k >= TURNAROUND:
             assert total == groups * k + LATENCY
 
+    # A late cfg beat holds the first act beat exactly as long, and changes nothing else.
+    late = []
+    for delay in (1, 4, 30):
+        k, groups = 16, 2
+        engine.cfg_at = delay
+        a0, w0, c0 = len(mon.act), len(mon.weights), len(mon.acc)
+        await engine.run([product(k, groups)])
+        act, words = mon.act[a0:], mon.weights[w0:]
+        acc = engine.sink.monitor.presented[c0:]
+        late.append((delay, act[0] - engine.offered[-1], act[-1] - act[0] + 1,
+                     sorted({words[c] - act[c] for c in range(k)}), acc[-1] - words[0] + 1))
+        assert late[-1] == (delay, delay, k, [WEIGHTS_AFTER_ACT], groups * k + LATENCY), late
+    engine.cfg_at = None
+    dut._log.info("engine: late cfg (delay, first act beat held, load cycles, act -> word, "
+                  "total): %s", late)
+
     # Back to back, K >= 6: one word per cycle across vectors.
     w0 = len(mon.weights)
     products = [product(int(rng.integers(6, 40)), int(rng.integers(1, 4))) for _ in range(6)]
     await engine.run(products)
     words = mon.weights[w0:]
     assert words == list(range(words[0], words[0] + len(words))), "a bubble between vectors"
+    assert len(words) == sum(codes.size // lanes for _, codes in products)
 
     # A blocked acc: group 0's K words and group 1's first K - 1, then weights stop.
     k = 8

@@ -14,20 +14,25 @@ Suites (MMF_PARAMS ``suite``):
   taken the cycle they are offered; a beat offered while the buffer is busy taken n cycles
   after its predecessor.
 - ``engine`` (DUT: TernaryEngine -> LaneSerializer, ``EngineSerializer``): random ternary
-  products (N rows, not multiples of lanes, and K >= 6), weight words from
-  ``numerics.engine_word_ints``; every row against ``golden.ternary_matvec``; with
-  ``no_stall`` set (K >= lanes, no gaps, no back-pressure) the engine takes one weight
-  word per cycle over the whole run: the serializer never stalled it.
+  products (N rows, not multiples of lanes; K from ``min_k``, default 6, to ``max_k``; the
+  engine's own max_k is ``engine_max_k``, default ``max_k``), weight words from
+  ``numerics.engine_word_ints``; every row against ``golden.ternary_matvec``. The engine's
+  cfg beats (``engine_cfg``) come early, with the pattern's gaps, or (a share
+  ``cfg_late``, default 0.3, none with ``no_stall``) 1..40 cycles after the vector's first
+  ``act`` beat was offered, garbage while invalid; each must go with that first beat.
+  With ``no_stall`` set (K >= lanes, no gaps, no back-pressure) the engine takes one
+  weight word per cycle over the whole run: the serializer never stalled it.
 """
 
 import random
 
 import cocotb
 import numpy as np
-from tb import PATTERNS, StreamSink, StreamSource, idle, pack, params, report, start, unpack
+from tb import PATTERNS, StreamSink, StreamSource, cycle, idle, pack, params, report, start, unpack
 
 from mmfree_fpga import golden as G
 from mmfree_fpga import numerics as N
+from mmfree_hw.engine import engine_cfg_layout
 from mmfree_hw.serialize import AccRow, LaneSerializer, serializer_cfg_layout
 
 MASK = (1 << N.ACC_BITS) - 1
@@ -144,37 +149,51 @@ async def suite_timing(dut, p):
 
 
 class EngineTB:
-    """act (with k / groups on its first beat), weights, cfg, and the row sink."""
+    """engine_cfg (K and row groups, early or late), act, weights, cfg (rows), and the row
+    sink."""
 
-    def __init__(self, dut, lanes, valid_prob=1.0, ready_prob=1.0, seed=0):
+    def __init__(self, dut, lanes, max_k, valid_prob=1.0, ready_prob=1.0, seed=0,
+                 cfg_late=0.0):
         rng = random.Random(seed)
-        self.dut, self.lanes = dut, lanes
+        self.dut, self.lanes, self.cfg_late = dut, lanes, cfg_late
+        self.ecfg_layout = engine_cfg_layout(max_k, 1 << 16)   # EngineSerializer's engine
+        assert len(dut.engine_cfg__payload) == self.ecfg_layout.size
         self.act = StreamSource(dut, "act", valid_prob, seed=rng.randrange(1 << 30))
         self.weights = StreamSource(dut, "weights", valid_prob, seed=rng.randrange(1 << 30))
         self.cfg = StreamSource(dut, "cfg", valid_prob, seed=rng.randrange(1 << 30))
+        self.ecfg = StreamSource(dut, "engine_cfg", valid_prob, seed=rng.randrange(1 << 30))
         self.sink = StreamSink(dut, "o", ready_prob, seed=rng.randrange(1 << 30))
         self.garbage = random.Random(rng.randrange(1 << 30))
+        self.late = random.Random(rng.randrange(1 << 30))
+        self.offered: list[int] = []     # cycle each vector's first act beat was offered
         self.checked = 0
 
-    def config(self, k: int, groups: int):
-        dut, rng = self.dut, self.garbage
-
-        def drive(i):
-            if i == 0:
-                dut.k.value, dut.groups.value = k, groups
-            else:
-                dut.k.value = rng.getrandbits(len(dut.k))
-                dut.groups.value = rng.getrandbits(len(dut.groups))
-        return drive
+    def scramble(self, i):
+        if i is None:
+            self.dut.engine_cfg__payload.value = self.garbage.getrandbits(self.ecfg_layout.size)
 
     async def feed_act(self, products):
-        for q, codes in products:
-            groups = -(-codes.shape[0] // self.lanes)
-            await self.act.send([int(v) & 0xFF for v in q], drive=self.config(len(q), groups))
+        for v, (q, _) in enumerate(products):
+            def mark(i, v=v):
+                if i == 0 and len(self.offered) == v:
+                    self.offered.append(cycle())
+            await self.act.send([int(x) & 0xFF for x in q], drive=mark)
+
+    async def feed_ecfg(self, products):
+        for v, (q, codes) in enumerate(products):
+            word = pack(self.ecfg_layout, k=len(q), groups=-(-codes.shape[0] // self.lanes))
+            if self.late.random() < self.cfg_late:
+                delay = self.late.randint(1, 40)
+                while len(self.offered) <= v or cycle() < self.offered[v] + delay:
+                    self.scramble(None)
+                    await idle(self.dut, 1)
+            await self.ecfg.send([word], drive=self.scramble)
 
     async def run(self, products) -> int:
         first = len(self.sink.beats)
+        assert not self.offered, "one run per bench (offered counts from 0)"
         cocotb.start_soon(self.feed_act(products))
+        cocotb.start_soon(self.feed_ecfg(products))
         cocotb.start_soon(self.weights.send([w for _, c in products
                                              for w in N.engine_word_ints(c, self.lanes)]))
         cocotb.start_soon(self.cfg.send([pack(serializer_cfg_layout(), rows=c.shape[0])
@@ -187,6 +206,9 @@ class EngineTB:
                                                                             strict=True))
                if (g["acc"], g["last"]) != w]
         assert not bad, f"{len(bad)} of {len(want)} rows wrong, first: {bad[:3]}"
+        starts = np.cumsum([0] + [len(q) for q, _ in products[:-1]])
+        assert self.ecfg.accepted == [self.act.accepted[int(i)] for i in starts], \
+            "an engine cfg beat not taken with its vector's first act beat"
         self.checked += len(want)
         return len(want)
 
@@ -211,9 +233,11 @@ async def suite_engine(dut, p):
     rng = np.random.default_rng(p.get("seed", 0))
     min_k = p.get("min_k", 6)
     products = ternary_products(p["products"], lanes, max_k, rng, min_k)
-    tb = EngineTB(dut, lanes, valid_prob, ready_prob, p.get("seed", 0))
-    n = await tb.run(products)
-    words = tb.weights.accepted
+    cfg_late = p.get("cfg_late", 0.0 if p.get("no_stall") else 0.3)
+    bench = EngineTB(dut, lanes, p.get("engine_max_k", max_k), valid_prob, ready_prob,
+                     p.get("seed", 0), cfg_late)
+    n = await bench.run(products)
+    words = bench.weights.accepted
     if p.get("no_stall"):
         # K >= lanes at full rate: one weight word per cycle from the first to the last
         assert words == list(range(words[0], words[0] + len(words))), \
@@ -221,7 +245,7 @@ async def suite_engine(dut, p):
     ks = [len(q) for q, _ in products]
     report(dut, "serialize", n, f"engine -> serializer rows vs golden.ternary_matvec, "
            f"{len(products)} products, lanes={lanes}, K {min(ks)}..{max(ks)}, "
-           f"{len(words)} weight words, {pattern}")
+           f"{len(words)} weight words, {pattern}, {cfg_late:.0%} of engine cfg beats late")
 
 
 @cocotb.test()

@@ -221,14 +221,15 @@ def test_slice_order_and_latency(valid_prob, ready_prob):
 
 
 class EngineSerializer(wiring.Component):
-    """TernaryEngine -> LaneSerializer, the pair the core joins."""
+    """TernaryEngine -> LaneSerializer, the pair the core joins: the engine's ``cfg``
+    (K, row groups) as ``engine_cfg``, the serializer's (rows) as ``cfg``."""
 
     def __init__(self, lanes, max_k):
         self.lanes = lanes
         self.engine = TernaryEngine(lanes, max_k)
         self.ser = LaneSerializer(lanes, acc_bits=self.engine.acc_bits)
         sig = self.engine.signature.members
-        super().__init__({"act": sig["act"], "k": sig["k"], "groups": sig["groups"],
+        super().__init__({"engine_cfg": sig["cfg"], "act": sig["act"],
                           "weights": sig["weights"], "cfg": self.ser.signature.members["cfg"],
                           "o": self.ser.signature.members["o"]})
 
@@ -238,9 +239,9 @@ class EngineSerializer(wiring.Component):
         wiring.connect(m, self.engine.acc, self.ser.acc)
         for name in ("act", "weights"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(self.engine, name))
+        wiring.connect(m, wiring.flipped(self.engine_cfg), self.engine.cfg)
         wiring.connect(m, wiring.flipped(self.cfg), self.ser.cfg)
         wiring.connect(m, self.ser.o, wiring.flipped(self.o))
-        m.d.comb += [self.engine.k.eq(self.k), self.engine.groups.eq(self.groups)]
         return m
 
 
@@ -255,14 +256,16 @@ def test_engine_to_serializer_matches_golden():
     out, log = [], []
 
     async def act_bench(ctx):
-        for q, codes in products:
-            ctx.set(dut.k, len(q))
-            ctx.set(dut.groups, -(-codes.shape[0] // lanes))
+        for q, _ in products:
             for value in q:
                 ctx.set(dut.act.valid, 1)
                 ctx.set(dut.act.payload, int(value))
                 await ctx.tick().until(dut.act.ready)
             ctx.set(dut.act.valid, 0)
+
+    async def engine_cfg_bench(ctx):
+        await send(ctx, dut.engine_cfg, [{"k": len(q), "groups": -(-c.shape[0] // lanes)}
+                                         for q, c in products], 0.3, random.Random(12), [])
 
     async def weight_bench(ctx):
         words = [w for _, c in products for w in N.engine_word_ints(c, lanes)]
@@ -277,7 +280,7 @@ def test_engine_to_serializer_matches_golden():
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    for bench in (act_bench, weight_bench, cfg_bench):
+    for bench in (act_bench, engine_cfg_bench, weight_bench, cfg_bench):
         sim.add_testbench(bench, background=True)
     sim.add_testbench(o_bench)
     sim.run()

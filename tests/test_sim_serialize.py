@@ -49,7 +49,8 @@ def test_engine_to_serializer_8(record_property):
 def test_engine_to_serializer_128_no_stall(record_property):
     """K >= lanes at full rate: the engine takes a weight word every cycle."""
     run(record_property, EngineSerializer(128, 256), "engine_serialize128", suite="engine",
-        lanes=128, max_k=160, min_k=128, pattern="full", products=4, no_stall=True, seed=13)
+        lanes=128, max_k=160, engine_max_k=256, min_k=128, pattern="full", products=4,
+        no_stall=True, seed=13)
 
 
 def test_engine_to_serializer_128_short_k(record_property):

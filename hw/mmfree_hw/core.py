@@ -86,9 +86,9 @@ from .elementwise import ElementwiseUnit, Op
 from .engine import TernaryEngine
 from .mlgru import MLGRUUnit
 from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
-from .pipeline import round_half, round_shift_var
+from .pipeline import X, round_half, round_shift_var
 from .scalar import PFloat
-from .serialize import LaneSerializer
+from .serialize import LaneSerializer, RegisterSlice
 from .topk import TopK
 
 # The pipes. A MATVEC occupies the engine's front (MVF: weights into the engine) and then
@@ -272,6 +272,14 @@ class Core(wiring.Component):
         m.submodules.deq = deq = Dequantize(count_bits)
         m.submodules.mlgru = mlgru = MLGRUUnit(cfg.state_words)
         m.submodules.elem = elem = ElementwiseUnit()
+        # Register slices between these units and the SCRATCH write they feed: the vector
+        # pipe's write waits on the MATVEC back end's (a shared port), and each unit's
+        # o.ready is the global enable of its whole pipeline; the slice's ready is a
+        # flip-flop, so neither that wait nor the scatter's address checks reach the unit.
+        m.submodules.mlgru_out = mlgru_out = RegisterSlice(X)
+        m.submodules.elem_out = elem_out = RegisterSlice(X)
+        wiring.connect(m, mlgru.o, mlgru_out.i)
+        wiring.connect(m, elem.o, elem_out.i)
 
         # the activation queue's scales, one per vector in the engine's banks
         mq = fifo.SyncFIFOBuffered(width=data.Layout.cast(PFloat).size, depth=isa.QUEUE_DEPTH)
@@ -499,7 +507,7 @@ class Core(wiring.Component):
         # ==================================================================================
         w = pir[QNT_P]
         op = Opcode.QUANT
-        q_got_s = Signal()
+        q_got_s, q_ecfg_pending = Signal(), Signal()
         m.d.comb += [quant.i.payload.u.eq(g_qnt.out.s0),
                      quant.i.payload.g.eq(g_qnt.out.p0[:16]),
                      quant.i.valid.eq(g_qnt.fifo.r_rdy), g_qnt.fifo.r_en.eq(quant.i.ready),
@@ -508,11 +516,17 @@ class Core(wiring.Component):
                      engine.act.valid.eq(quant.q.valid),
                      engine.act.payload.eq(quant.q.payload.q),
                      quant.q.ready.eq(engine.act.ready),
-                     # the engine samples k and the row groups with a vector's first code
-                     engine.k.eq(field(w, op, "len")),
-                     engine.groups.eq((field(w, op, "rows") + lanes - 1) >> glog),
+                     engine.cfg.valid.eq(q_ecfg_pending),
+                     engine.cfg.payload.k.eq(field(w, op, "len")),
+                     engine.cfg.payload.groups.eq((field(w, op, "rows") + lanes - 1) >> glog),
                      mq.w_data.eq(quant.scale.payload),
                      g_qnt.use_s[0].eq(1)]
+        # One engine cfg beat per QUANT, armed in START. The engine takes it with the
+        # vector's first code, which comes after the quantizer's whole first pass, so the
+        # beat is always waiting by then and costs no cycle; w holds until that code is in
+        # (the pipe is freed no earlier), so the payload is this instruction's.
+        with m.If((engine.cfg.valid & engine.cfg.ready) | flush):
+            m.d.sync += q_ecfg_pending.eq(0)
         # vectors the quantizer was given, and first codes the engine took (mod 4: at most
         # two vectors are in the quantizer and the engine's banks between the two)
         q_started, q_firsts = Signal(2), Signal(2)
@@ -532,7 +546,7 @@ class Core(wiring.Component):
                 m.d.sync += [g_qnt.base_s[0].eq(field(w, op, "src")),
                              g_qnt.base_p[0].eq(field(w, op, "gain")),
                              g_qnt.length.eq(field(w, op, "len")),
-                             q_got_s.eq(0)]
+                             q_got_s.eq(0), q_ecfg_pending.eq(1)]
                 m.d.comb += g_qnt.start.eq(1)
                 m.next = "CFG"
             with m.State("CFG"):
@@ -542,8 +556,8 @@ class Core(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 # Free once its elements are all in the quantizer, its scale is queued and
-                # its first code has reached the engine (which takes k and the row groups
-                # from this instruction then): the rest of its codes flow on their own while
+                # its first code has reached the engine (with this instruction's engine cfg
+                # beat, taken at the same edge): the rest of its codes flow on their own while
                 # the next QUANT's first pass overlaps them, as the unit allows.
                 m.d.comb += [quant.scale.ready.eq(~q_got_s & mq.w_rdy),
                              mq.w_en.eq(quant.scale.valid & ~q_got_s)]
@@ -801,12 +815,12 @@ class Core(wiring.Component):
                              sc_vec.en.eq(take), g_vec.fifo.r_en.eq(take)]
                 with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
                     m.next = "END"
-            for state, unit in (("MLGRU", mlgru), ("ELEM", elem)):   # gather -> unit -> scatter
-                with m.State(state):
-                    take = unit.o.valid & sc_vec.can
+            for state, unit, out in (("MLGRU", mlgru, mlgru_out), ("ELEM", elem, elem_out)):
+                with m.State(state):             # gather -> unit -> slice -> scatter
+                    take = out.o.valid & sc_vec.can
                     m.d.comb += [unit.i.valid.eq(g_vec.fifo.r_rdy),
-                                 g_vec.fifo.r_en.eq(unit.i.ready), unit.o.ready.eq(sc_vec.can),
-                                 sc_vec.value.eq(unit.o.payload), sc_vec.en.eq(take)]
+                                 g_vec.fifo.r_en.eq(unit.i.ready), out.o.ready.eq(sc_vec.can),
+                                 sc_vec.value.eq(out.o.payload), sc_vec.en.eq(take)]
                     with m.If(take & (sc_vec.w + 1 == sc_vec.length)):
                         m.next = "END"
             with m.State("TRACE_HEAD"):

@@ -27,6 +27,13 @@ class LaneArray(data.ArrayLayout):
         return Format("{}", Value.cast(value))
 
 
+def engine_cfg_layout(max_k: int, max_groups: int) -> data.StructLayout:
+    """The per-vector settings of :class:`TernaryEngine` (its ``cfg`` stream): ``k``, the
+    vector's length K (1 .. max_k), and ``groups``, the row groups that use it
+    (1 .. max_groups)."""
+    return data.StructLayout({"k": range(max_k + 1), "groups": range(max_groups + 1)})
+
+
 def acc_width(max_k: int) -> int:
     """Bits a lane's accumulator needs: ``|acc| <= 128 K`` (NUMERICS.md width table)."""
     return Shape.cast(range(N.ACT_MIN * max_k, -N.ACT_MIN * max_k + 1)).width
@@ -37,12 +44,17 @@ class TernaryEngine(wiring.Component):
 
     Ports (Amaranth streams; a beat transfers at an edge where valid and ready are high):
 
+    - ``cfg``: In stream of :func:`engine_cfg_layout`, one beat per vector: ``k``, its K
+      (1..max_k), and ``groups``, the row groups that use it (1..max_groups). There is no
+      holding register: the beat is taken at the same edge as the vector's first ``act``
+      beat and stored with the vector in its bank. So ``act.ready`` at a vector's first beat
+      requires ``cfg.valid``, and ``cfg.ready`` is high exactly when that first beat is
+      accepted (``act.valid`` and a free bank; ready depends on the other stream's valid,
+      no valid depends on a ready). A cfg beat costs no cycle: offered no later than the
+      first ``act`` beat, it changes no timing below; offered later, the first beat waits
+      for it and both go at the edge it is offered.
     - ``act``: In stream of int8 activations ``q[0..K-1]``, in order. Each vector of K beats
       fills one bank of a two-bank activation memory.
-    - ``k``: In, K for a vector (1..max_k). ``groups``: In, row groups that use the vector
-      (1..max_groups). Both are sampled with the *first* ``act`` beat of a vector and stored
-      with it, so they only need to be valid then (holding them stable during a product, as
-      a simple sequencer does, is fine); the next vector may use other values.
     - ``weights``: In stream of weight words, ``lanes`` 2-bit codes for one column (lane l at
       bits [2l, 2l+2): 0b00 = 0, 0b01 = +1, 0b11 = -1, 0b10 treated as 0), columns
       k = 0..K-1 of row group 0, then of group 1, ... then of group ``groups - 1``; then the
@@ -53,21 +65,22 @@ class TernaryEngine(wiring.Component):
 
     Activation loading: vector v+1 loads into the free bank while vector v's row groups run,
     so loads cost nothing in steady state. ``act.ready`` is low while both banks hold a
-    vector. A weight word is taken once its column's activation is in the bank
-    (``weights.ready`` is low while column c has not arrived, from the cycle after the
-    ``act`` beat that carries it): group 0 runs right behind activations that arrive one
-    per cycle, as the quantizer's codes do, so the engine need not wait for a whole vector;
-    later groups find it complete. A bank is free again 2 cycles after the last word of its
-    last row group is accepted.
+    vector, and at a vector's first beat while ``cfg.valid`` is low. A weight word is taken
+    once its column's activation is in the bank (``weights.ready`` is low while column c has
+    not arrived, from the cycle after the ``act`` beat that carries it): group 0 runs right
+    behind activations that arrive one per cycle, as the quantizer's codes do, so the engine
+    need not wait for a whole vector; later groups find it complete. A bank is free again
+    2 cycles after the last word of its last row group is accepted.
 
     Latency: ``LATENCY`` = 5: a group's ``acc`` beat is valid 5 cycles after the cycle whose
     edge accepted its last weight word (memory read, two q registers, code decode,
     accumulate into the result register).
     Throughput: one weight word per cycle while ``weights`` is valid and the current vector
-    is loaded, for K >= ``RESULT_TURNAROUND`` (6) and ``acc.ready`` high: group g+1
-    accumulates while group g's result waits in the result register, and only g+1's *last*
-    column waits for that beat to leave. So with K < 6 (not a matvec the model has) a group
-    takes 6 cycles, and a blocked ``acc`` stops ``weights`` at the next group's last column.
+    is loaded (its cfg beat went with its first ``act`` beat), for K >= ``RESULT_TURNAROUND``
+    (6) and ``acc.ready`` high: group g+1 accumulates while group g's result waits in the
+    result register, and only g+1's *last* column waits for that beat to leave. So with
+    K < 6 (not a matvec the model has) a group takes 6 cycles, and a blocked ``acc`` stops
+    ``weights`` at the next group's last column.
     The datapath itself never stalls: ``acc.ready`` drives no enable and no ``ready``
     (at 128 lanes a stall enable would reach ~4,000 flip-flops). An isolated product of G
     groups takes G*K + 5 cycles after its activations are loaded.
@@ -77,7 +90,8 @@ class TernaryEngine(wiring.Component):
     subtract or skip), an accumulator and a result register of that width (sign-extended to
     ACC_BITS on the port: ``|acc| <= 128 K`` needs 19 bits for K <= 1024), an 8-bit addend
     register; 3 x 2 x lanes bits of weight-word pipeline; counters. No multiplier.
-    ECP5 (Yosys 0.70, max_k = 1024): 32 lanes 492 LUT4, 366 CCU2C, 1,879 FF, 1 DP16KD;
+    ECP5 (Yosys 0.70, max_k = 1024, measured before the cfg stream, which adds a gate to
+    each ready): 32 lanes 492 LUT4, 366 CCU2C, 1,879 FF, 1 DP16KD;
     128 lanes 1,357 LUT4, 1,326 CCU2C, 6,967 FF, 1 DP16KD. About 140 MHz placed on the
     ECP5-85F, bound by the DP16KD's clock-to-out (5.8 ns) into the first q register.
     """
@@ -91,9 +105,8 @@ class TernaryEngine(wiring.Component):
         self.lanes, self.max_k, self.max_groups = lanes, max_k, max_groups
         self.acc_bits = min(acc_width(max_k), N.ACC_BITS)
         super().__init__({
+            "cfg": In(stream.Signature(engine_cfg_layout(max_k, max_groups))),
             "act": In(stream.Signature(ACT)),
-            "k": In(range(max_k + 1)),
-            "groups": In(range(max_groups + 1)),
             "weights": In(stream.Signature(N.CODE_BITS * lanes)),
             "acc": Out(stream.Signature(LaneArray(ACC, lanes))),
         })
@@ -125,30 +138,34 @@ class TernaryEngine(wiring.Component):
         # wr_left counts the beats after the next one; wr_last flags the vector's last beat.
         wr_bank, wr_first, wr_last = Signal(), Signal(init=1), Signal()
         wr_idx, wr_left = Signal(kcount), Signal(kcount)
+        # No holding register for cfg: the first beat's edge takes it, so a cfg beat costs
+        # no cycle and no flip-flops beyond the per-bank values kept anyway.
+        k, groups = self.cfg.payload.k, self.cfg.payload.groups
+        wr_free = ~Mux(wr_bank, full[1], full[0])
         act_accept = self.act.valid & self.act.ready
-        is_last_beat = Mux(wr_first, self.k == 1, wr_last)
+        is_last_beat = Mux(wr_first, k == 1, wr_last)
         m.d.comb += [
-            self.act.ready.eq(~Mux(wr_bank, full[1], full[0])),
+            self.act.ready.eq(wr_free & (~wr_first | self.cfg.valid)),
+            self.cfg.ready.eq(wr_free & wr_first & self.act.valid),
             wr.addr.eq(Cat(wr_idx[:col_bits], wr_bank)),
             wr.data.eq(self.act.payload),
             wr.en.eq(act_accept),
         ]
         set_full = Signal(2)
         with m.If(act_accept):
-            with m.If(wr_first):             # first beat: keep this vector's K and groups
+            with m.If(wr_first):             # first beat, with the cfg beat: keep K, groups
                 for b in range(2):
                     with m.If(wr_bank == b):
-                        m.d.sync += [klast[b].eq(self.k - 1), glast[b].eq(self.groups - 1),
-                                     k_one[b].eq(self.k == 1), k_two[b].eq(self.k == 2),
-                                     g_one[b].eq(self.groups == 1),
-                                     g_two[b].eq(self.groups == 2)]
+                        m.d.sync += [klast[b].eq(k - 1), glast[b].eq(groups - 1),
+                                     k_one[b].eq(k == 1), k_two[b].eq(k == 2),
+                                     g_one[b].eq(groups == 1), g_two[b].eq(groups == 2)]
             with m.If(is_last_beat):
                 m.d.sync += [wr_idx.eq(0), wr_first.eq(1), wr_bank.eq(~wr_bank)]
                 m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
             with m.Else():
                 m.d.sync += [wr_idx.eq(wr_idx + 1), wr_first.eq(0),
-                             wr_left.eq(Mux(wr_first, self.k - 2, wr_left - 1)),
-                             wr_last.eq(Mux(wr_first, self.k == 2, wr_left == 1))]
+                             wr_left.eq(Mux(wr_first, k - 2, wr_left - 1)),
+                             wr_last.eq(Mux(wr_first, k == 2, wr_left == 1))]
 
         # -- stage 0: accept a weight word, read q[col] of bank rd_bank ---------------------
         # The datapath never stalls: a group's last column is accepted only while no other
