@@ -73,6 +73,14 @@ def units() -> dict:
         table["dequantize"] = (norm.Dequantize, "one element per cycle")
     except (ImportError, AttributeError):
         pass
+    try:
+        from mmfree_fpga.core_config import ULX3S_85F
+        from mmfree_hw.top import Accelerator
+        table["core"] = (lambda: Accelerator(ULX3S_85F),
+                         "the whole accelerator (command processor + core), core_config."
+                         "ULX3S_85F: 128 lanes, every memory in block RAM")
+    except ImportError:
+        pass
     return table
 
 

@@ -94,3 +94,12 @@ class CoreConfig:
 
 #: The simulation configuration: the shipped model (and larger ones) entirely on chip.
 SIM = CoreConfig()
+
+#: The ULX3S-85F with every memory in block RAM (``make ooc``'s ``core`` entry): 128 lanes,
+#: the memories sized so that the core fits the ECP5-85F's 208 DP16KD with each memory
+#: replicated per read port (SCRATCH six times, PARAMS four). 4,096 weight words are 1 M
+#: ternary weights: a small model's, not the shipped one's 6.2 M, which the boards issue
+#: streams from SDRAM instead.
+ULX3S_85F = CoreConfig(lanes=128, weight_words=4096, param_words=2048, embed_words=16384,
+                       scratch_words=2048, program_words=1024, max_d=512, max_n=512,
+                       max_inter=1024, max_layers=8, max_vocab=1024, max_topk=64)
