@@ -15,7 +15,7 @@ help:
 	@echo "make test     lint + the pytest suite (includes the cocotb regression)"
 	@echo "make sim      the cocotb regression and the Verilated core, one summary line per unit"
 	@echo "make sim-long the Verilated core: >= 512 tokens over several prompts vs the golden model"
-	@echo "make ooc      out-of-context ECP5-85F builds of each unit: resources and Fmax"
+	@echo "make ooc      out-of-context ECP5-85F builds of each unit and the whole core (~45 min): resources, Fmax"
 	@echo "make eval     perplexity of the shipped model on its held-out text"
 	@echo "make fidelity golden (integer) model vs float model on held-out text"
 	@echo "make bench    tokens/s of the software backends on one CPU core"
