@@ -15,13 +15,13 @@ import struct
 import numpy as np
 import pytest
 from amaranth import Module
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from mmfree_fpga import commands as C
 from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import Space
-from mmfree_hw.command import CommandProcessor, port_name, serve_memory
+from mmfree_hw.command import CommandProcessor, serve_memories
 
 CFG = CoreConfig(lanes=32, weight_words=48, param_words=64, embed_words=96, scratch_words=32,
                  program_words=16, max_d=32, max_n=16, max_inter=32, max_layers=2,
@@ -440,11 +440,7 @@ class WithMemories(wiring.Component):
         wiring.connect(m, wiring.flipped(self.cmd_in), proc.cmd_in)
         wiring.connect(m, proc.cmd_out, wiring.flipped(self.cmd_out))
         m.d.comb += self.busy.eq(proc.busy)
-        for s in Space:
-            mem = memory.Memory(shape=self._cfg.word_width(s), depth=self._cfg.size(s),
-                                init=[])
-            m.submodules[port_name(s)] = mem
-            serve_memory(m, mem, proc.mem(s), name=s.name.lower())
+        serve_memories(m, proc, self._cfg)
         return m
 
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from amaranth import Cat, Const, Module, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import commands as C
@@ -33,8 +33,7 @@ from mmfree_hw.command import (
     RUN_LAYOUT,
     TOKEN_DONE_LAYOUT,
     CommandProcessor,
-    port_name,
-    serve_memory,
+    serve_memories,
 )
 from mmfree_hw.verilator import build, verilator_root
 
@@ -163,11 +162,7 @@ class LinkTop(wiring.Component):
         wiring.connect(m, proc.reset_state, seq.reset_state)
         wiring.connect(m, proc.reset_counters, seq.reset_counters)
         m.d.comb += proc.counters.eq(seq.counters)
-        for s in Space:
-            mem = memory.Memory(shape=self._cfg.word_width(s), depth=self._cfg.size(s),
-                                init=[])
-            m.submodules[port_name(s)] = mem
-            serve_memory(m, mem, proc.mem(s), name=s.name.lower())
+        serve_memories(m, proc, self._cfg)
         return m
 
 

@@ -6,7 +6,7 @@ The command set (opcodes, payloads, replies, status codes, records) is specified
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import commands as C
@@ -441,3 +441,13 @@ def serve_memory(m: Module, mem, access, domain: str = "sync", name: str = "mem"
         m.d[domain] += valid.eq(1)
     with m.Elif(access.read_data.ready):
         m.d[domain] += valid.eq(0)
+
+
+def serve_memories(m: Module, proc: "CommandProcessor", cfg) -> None:
+    """A ``lib.memory.Memory`` for every space of ``cfg`` (a ``CoreConfig``), sized as the
+    core's, each behind :func:`serve_memory` on ``proc``'s access port: the processor alone,
+    without a core, for tests and link checks."""
+    for s in Space:
+        mem = memory.Memory(shape=cfg.word_width(s), depth=cfg.size(s), init=[])
+        m.submodules[port_name(s)] = mem
+        serve_memory(m, mem, proc.mem(s), name=s.name.lower())
