@@ -22,6 +22,7 @@ from mmfree_fpga import commands as C
 from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import Space
 from mmfree_hw.command import CommandProcessor, serve_memories
+from util import send
 
 CFG = CoreConfig(lanes=32, weight_words=48, param_words=64, embed_words=96, scratch_words=32,
                  program_words=16, max_d=32, max_n=16, max_inter=32, max_layers=2,
@@ -127,14 +128,7 @@ def simulate(dut, stream: bytes, n_out: int, *, seed=0, in_gap=0.0, out_stall=0.
     done = [False]
 
     async def host_in(ctx):
-        for b in stream:
-            while rng.random() < in_gap:
-                ctx.set(dut.cmd_in.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.cmd_in.valid, 1)
-            ctx.set(dut.cmd_in.payload, b)
-            await ctx.tick().until(dut.cmd_in.ready)
-        ctx.set(dut.cmd_in.valid, 0)
+        await send(ctx, dut.cmd_in, stream, 1.0 - in_gap, rng, [])
 
     budget = 10 * (len(stream) + n_out) + 2000      # a hung processor fails, not hangs
 
@@ -389,19 +383,11 @@ def test_busy_waits_for_host_mid_command():
     busy = []
 
     async def bench(ctx):
-        for b in head:
-            ctx.set(dut.cmd_in.valid, 1)
-            ctx.set(dut.cmd_in.payload, b)
-            await ctx.tick().until(dut.cmd_in.ready)
-        ctx.set(dut.cmd_in.valid, 0)
+        await send(ctx, dut.cmd_in, head, 1.0, None, [])
         for _ in range(6):
             *_, b = await ctx.tick().sample(dut.busy)
             busy.append(b)
-        for b in rest:
-            ctx.set(dut.cmd_in.valid, 1)
-            ctx.set(dut.cmd_in.payload, b)
-            await ctx.tick().until(dut.cmd_in.ready)
-        ctx.set(dut.cmd_in.valid, 0)
+        await send(ctx, dut.cmd_in, rest, 1.0, None, [])
         for _ in range(REPLY_LATENCY):
             await ctx.tick()
         # the status waits in the output register: busy stays high until it is taken
@@ -456,11 +442,7 @@ def test_with_lib_memories():
     got = bytearray()
 
     async def host(ctx):
-        for b in stream:
-            ctx.set(dut.cmd_in.valid, 1)
-            ctx.set(dut.cmd_in.payload, b)
-            await ctx.tick().until(dut.cmd_in.ready)
-        ctx.set(dut.cmd_in.valid, 0)
+        await send(ctx, dut.cmd_in, stream, 1.0, None, [])
 
     async def sink(ctx):
         ctx.set(dut.cmd_out.ready, 1)

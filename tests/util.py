@@ -26,13 +26,14 @@ def random_image(seed=0, **kw):
 
 
 async def send(ctx, port, beats, valid_prob, rng, log, start=0):
-    """Offer ``beats`` on ``port`` with random gaps; log the edge number of each transfer."""
+    """Offer ``beats`` on ``port`` with random gaps (none at ``valid_prob`` = 1, which
+    needs no ``rng``); log the edge number of each transfer."""
     edge = 0
     for _ in range(start):
         await ctx.tick()
         edge += 1
     for beat in beats:
-        while rng.random() >= valid_prob:
+        while valid_prob < 1 and rng.random() >= valid_prob:
             ctx.set(port.valid, 0)
             await ctx.tick()
             edge += 1
