@@ -1,7 +1,8 @@
 """The whole core in Amaranth's simulator against the reference executor (which is checked
 against the golden model): every layer's output vector, the top-k candidates and the
-recurrent state across tokens, bit for bit; and every class of refusal, with the executor's
-error code and pc."""
+recurrent state across tokens, bit for bit; every class of refusal, with the executor's
+error code and pc; and the same results from a slow, gappy weight store (a long latency per
+request, holes in the word stream) with the cycle counters accounting for the waits."""
 
 import numpy as np
 import pytest
@@ -37,8 +38,8 @@ def _reference(compiled, runs):
     return out
 
 
-def _check(compiled, runs):
-    got = run_core(CFG, compiled, runs)
+def _check(compiled, runs, slow=None):
+    got = run_core(CFG, compiled, runs, slow=slow)
     want = _reference(compiled, runs)
     assert len(got["runs"]) == len(want)
     for i, (((traces, result, error), ok), (wtraces, wresult, werror)) in enumerate(
@@ -53,6 +54,7 @@ def _check(compiled, runs):
         else:
             assert np.array_equal(result[0], wresult[0]), (i, result, wresult)
             assert np.array_equal(result[1], wresult[1]), (i, result, wresult)
+    assert got["weights_error"] == 0          # no request past the end ever reached it
     return got
 
 
@@ -217,6 +219,19 @@ def test_random_programs_keep_sequential_semantics(seed):
     assert all(ok for _, ok in got["runs"])             # valid programs: no refusal
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_programs_with_a_slow_gappy_weight_store(seed):
+    """The same random programs with a slow, gappy weight store (weight_stubs.SlowWeights:
+    every request 30 cycles late, holes in ~3/8 of the word stream's cycles): the engine's
+    timing moves against every other pipe's, the results do not."""
+    rng = np.random.default_rng(seed)
+    img = random_image(3, vocab_size=40, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    compiled = _program(_random_program(rng, compile_model(img, CFG)))
+    got = _check(compiled, [("run", 3, 0), ("run", 11, 0)],
+                 slow={"latency": 30, "gap_per_256": 96, "seed": 0x5EED + seed})
+    assert all(ok for _, ok in got["runs"]) and got["gaps"] > 0
+
+
 def _rms(src, n, reg):
     return Instruction(Opcode.RMS, src=src, len=n, gain=0, no_gain=1, frac=0, reg=reg,
                        sqrt_k=golden.sqrt_pf(n))
@@ -244,3 +259,121 @@ def test_register_reuse_right_after_a_matvec():
                         w_scale=PF(50000, -30), mode=MatvecMode.STORE),
             _rms(32, 1, 0), Instruction(Opcode.TRACE, src=128, len=16, tag=1), END]
     _check(_program(prog), [("run", 3, 0)])
+
+
+# -- a slow, gappy weight store (weight_stubs.SlowWeights between WeightMemory and the core) --
+
+def _same_records(a, b):
+    assert len(a["runs"]) == len(b["runs"])
+    for ((ta, ra, ea), oka), ((tb, rb, eb), okb) in zip(a["runs"], b["runs"], strict=True):
+        assert (ea, oka) == (eb, okb)
+        assert [t for t, _ in ta] == [t for t, _ in tb]
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(ta, tb, strict=True))
+        assert (ra is None) == (rb is None)
+        if ra is not None:
+            assert np.array_equal(ra[0], rb[0]) and np.array_equal(ra[1], rb[1])
+
+
+def _accounts(c):
+    """Every running cycle is in exactly one of the four categories."""
+    assert c["CYCLES"] == (c["ENGINE_BUSY"] + c["ENGINE_WAIT_WEIGHTS"] + c["WAIT_VECTOR"]
+                           + c["SEQUENCER"])
+
+
+TWO_LAYER_RUNS = [("run", 5, 0), ("run", 7, 0), ("run", 39, 8)]
+
+
+@pytest.fixture(scope="module")
+def two_layer():
+    img = random_image(1, vocab_size=40, hidden_size=16, num_hidden_layers=2, intermediate_size=32)
+    compiled = compile_model(img, CFG, trace=True)
+    return compiled, _check(compiled, TWO_LAYER_RUNS)
+
+
+@pytest.mark.parametrize("latency, gap_per_256, seed", [(40, 64, 0xACE1), (0, 128, 0x1234)])
+def test_slow_gappy_weights_same_tokens(two_layer, latency, gap_per_256, seed):
+    """The two-layer model with every request delayed and holes in a quarter or half of
+    the word stream's cycles: the same records bit for bit (and the executor's), the same
+    tokens and engine work; only the waits move. This model is vector-bound (its vectors
+    are 16 long, its products 32 words), so part of the engine's new waits falls where it
+    waited for vector work before: the run grows by at most the extra weight waits, and
+    WAIT_VECTOR shrinks by the rest."""
+    compiled, base = two_layer
+    slow = {"latency": latency, "gap_per_256": gap_per_256, "seed": seed}
+    got = _check(compiled, TWO_LAYER_RUNS, slow=slow)
+    _same_records(got, base)
+    c, b = got["counters"], base["counters"]
+    _accounts(c)
+    _accounts(b)
+    layout = compiled.layout
+
+    def words(w):
+        return -(-w.codes.shape[0] // CFG.lanes) * w.codes.shape[1]
+
+    per_token = sum(words(w) for _, w in layout.bitlinears())
+    prompt = sum(1 for _, _, k in TWO_LAYER_RUNS if k == 0)
+    assert c["TOKENS"] == b["TOKENS"] == len(TWO_LAYER_RUNS)
+    assert c["ENGINE_BUSY"] == b["ENGINE_BUSY"] == (
+        len(TWO_LAYER_RUNS) * per_token - prompt * words(layout.lm_head))
+    assert c["INSTRUCTIONS"] == b["INSTRUCTIONS"] and c["SEQUENCER"] == b["SEQUENCER"]
+    # a hole counts in gaps when the store had a word and the engine wanted it: each is a
+    # weight wait of the core
+    assert got["gaps"] > 0 and c["ENGINE_WAIT_WEIGHTS"] >= got["gaps"]
+    extra_waits = c["ENGINE_WAIT_WEIGHTS"] - b["ENGINE_WAIT_WEIGHTS"]
+    extra = c["CYCLES"] - b["CYCLES"]
+    assert 0 < extra <= extra_waits
+    assert b["WAIT_VECTOR"] - c["WAIT_VECTOR"] == extra_waits - extra
+    assert sum(got["cycles"]) == c["CYCLES"] and sum(base["cycles"]) == b["CYCLES"]
+
+
+K_EB, ROWS_EB = 32, 128          # 16 row groups x 32 columns = 512 words per product
+
+
+def _engine_bound():
+    """Two products of one vector each, 512 words apiece, back to back: after the first
+    vector's quantization the engine is the bottleneck (K = 32 >= 8 lanes, so the
+    serializer and dequantizer keep up; STORE, nothing else runs)."""
+    q = [Instruction(Opcode.QUANT, src=0, len=K_EB, gain=0, frac=14 - i, rows=ROWS_EB)
+         for i in range(2)]
+    mv = [Instruction(Opcode.MATVEC, waddr=512 * i, k=K_EB, rows=ROWS_EB, dst=128 * (i + 1),
+                      reg=0, w_scale=PF(40000, -22), mode=MatvecMode.STORE) for i in range(2)]
+    return _program([Instruction(Opcode.EMBED, dst=0, len=K_EB, frac=14, base=0, rows=40),
+                     _rms(0, K_EB, 0), *q, *mv,
+                     Instruction(Opcode.TRACE, src=128, len=2 * ROWS_EB, tag=1), END])
+
+
+ENGINE_BOUND_RUNS = [("run", 5, 0), ("run", 7, 0)]
+
+
+@pytest.fixture(scope="module")
+def engine_bound():
+    compiled = _engine_bound()
+    return compiled, _check(compiled, ENGINE_BOUND_RUNS)
+
+
+@pytest.mark.parametrize("latency, gap_per_256, seed",
+                         [(0, 64, 1), (20, 100, 3), (200, 64, 0xBEEF)])
+def test_slow_gappy_weights_cost_exactly_their_waits(engine_bound, latency, gap_per_256, seed):
+    """With the engine the bottleneck every cycle it waits for a word delays the token by
+    one: the run grows by exactly its extra ENGINE_WAIT_WEIGHTS, nothing else moves. And
+    those are exactly the holes the engine met (``gaps``: the store had a word, the engine
+    was ready) plus, once per token, the stub's request latency + 1 (its request
+    register) on the first product: the engine already waits for that request in the
+    baseline (the MATVEC issues behind the second QUANT, which waits for the first one's
+    codes to reach the engine), so all of its delay shows. The second product's request
+    is taken while the first one's 512 words stream, and its latency (< 512) is hidden:
+    the prefetch the request interface is for."""
+    compiled, base = engine_bound
+    slow = {"latency": latency, "gap_per_256": gap_per_256, "seed": seed}
+    got = _check(compiled, ENGINE_BOUND_RUNS, slow=slow)
+    _same_records(got, base)
+    c, b = got["counters"], base["counters"]
+    _accounts(c)
+    assert b["ENGINE_WAIT_WEIGHTS"] > 0       # the first request's latency shows already
+    for name in ("ENGINE_BUSY", "WAIT_VECTOR", "SEQUENCER", "INSTRUCTIONS", "TOKENS"):
+        assert c[name] == b[name], name
+    assert c["TOKENS"] == len(ENGINE_BOUND_RUNS)
+    assert c["ENGINE_BUSY"] == len(ENGINE_BOUND_RUNS) * 2 * 512
+    extra_waits = c["ENGINE_WAIT_WEIGHTS"] - b["ENGINE_WAIT_WEIGHTS"]
+    assert c["CYCLES"] - b["CYCLES"] == extra_waits
+    assert extra_waits == got["gaps"] + len(ENGINE_BOUND_RUNS) * (latency + 1)

@@ -1,6 +1,9 @@
 """The accelerator core: a sequencer that runs the ISA's program (``mmfree_fpga.isa``) for one
 token at a time on the datapath units, with the vector scratchpad, the parameter, embedding
-and weight memories on chip.
+and program memories on chip. The weights are not the core's: it fetches them from a weight
+store through one stream pair (``weight_req`` / ``weight_words``), which is
+``weights.WeightMemory`` (block RAM) in ``top.Accelerator`` and may be SDRAM behind a
+prefetch FIFO; the core works with any latency and any gaps there.
 
 Four pipes run at once, each one instruction at a time, fed in program order by one issue
 stage:
@@ -11,7 +14,7 @@ pipe     instructions                      path
 RMS      RMS                               gather (SCRATCH, PARAMS) -> RmsRsqrt -> R[reg]
 QUANT    QUANT                             gather -> AbsmaxQuantize -> the engine's
                                            activation bank, its scale -> the queue
-MATVEC   MATVEC                            WEIGHTS -> engine -> lane serializer ->
+MATVEC   MATVEC                            weight_words -> engine -> lane serializer ->
                                            Dequantize -> SCRATCH (STORE; ADD: + the old
                                            value, saturated) or the top-k cells
 VECTOR   EMBED, MLGRU, GLU, ADD, TRACE     gather -> unit -> SCRATCH or the record stream
@@ -40,16 +43,27 @@ Ports (every one a stream, except ``counters`` and ``busy``):
 - ``records``: Out, bytes: the token's TRACE, RESULT and ERROR records, exactly as
   ``mmfree_fpga.commands`` specifies them (the command processor adds DONE).
 - ``token_done``: Out, one beat per token after its records: ``ok`` = 0 after an error.
-- ``mem_<space>``, one per memory space: the command processor's access port
-  (``command.mem_access_signature``, flipped): writes and reads, only while no token
-  runs (``ready`` is low while one does); a read's word is valid the cycle after its
-  address and held until taken. STATE is the MLGRU unit's own memory.
+- ``mem_<space>``, one per memory space but WEIGHTS (:data:`HOST_SPACES`): the command
+  processor's access port (``command.mem_access_signature``, flipped): writes and reads,
+  only while no token runs (``ready`` is low while one does); a read's word is valid the
+  cycle after its address and held until taken. STATE is the MLGRU unit's own memory.
+  The host reaches WEIGHTS at the weight store (``top.Accelerator`` connects it there).
+- ``weight_req``: Out, ``weights.request_layout(weight_addr_bits, weight_count_bits)``
+  (an address of WEIGHTS; a count up to ``weight_words``): one request per MATVEC,
+  ``{waddr, ceil(rows / lanes) * k}``, offered as the MATVEC enters the engine's front
+  (the cycle after its dispatch) and never past the end (the range is checked at issue).
+  The front is free for the next MATVEC once the request and the serializer's beat are
+  taken and the back end has the MATVEC, so the next request is offered while this
+  one's words still stream: a store may take it at once and prefetch.
+- ``weight_words``: In, ``cfg.word_bits``: the requested words in request order, any
+  latency, any gaps; the engine takes them (``ready`` is the engine's own).
 - ``counters``: Out, ``commands.COUNTERS`` x 32 bits, stable while no token runs;
   ``reset_counters``: In, one beat (while idle) zeroes them.
 - ``busy``: Out, high while a token runs.
 
 Counters, one of the four categories each running cycle: ``ENGINE_BUSY`` (the engine took
-a weight word), ``ENGINE_WAIT_WEIGHTS`` (it could have and none was there),
+a weight word), ``ENGINE_WAIT_WEIGHTS`` (it could have and none was there, while a MATVEC
+is in the front or requested words are still owed: the weight store's latency and gaps),
 ``WAIT_VECTOR`` (otherwise, while a pipe works: the engine waits for codes, the
 dequantizer, a vector unit or an element another pipe has not written yet),
 ``SEQUENCER`` (no pipe busy: fetch, decode, checks); ``CYCLES`` is their sum.
@@ -65,6 +79,12 @@ pipe's scatter waits a cycle when both would write: the engine's results never w
 PARAMS has four read ports and the host's write. Every memory has one writer, so synthesis
 maps each onto block RAM replicated once per read port (an ECP5 DP16KD: one write and one
 read port per copy).
+
+Weights, cycle by cycle: with ``WeightMemory`` (``LATENCY`` = 4) a MATVEC's first word is
+at the engine 5 cycles after its dispatch; a MATVEC that follows another in the front
+(the usual case: i_proj, f_proj, g_proj) has its request taken at the edge of the
+previous run's last read, so the engine sees no gap between the two products. The words
+of two MATVECs at most are owed at once (the back end's and the front's).
 """
 
 from __future__ import annotations
@@ -90,12 +110,17 @@ from .pipeline import X, round_half, round_shift_var
 from .scalar import PFloat
 from .serialize import LaneSerializer, RegisterSlice
 from .topk import TopK
+from .weights import request_layout
 
 # The pipes. A MATVEC occupies the engine's front (MVF: weights into the engine) and then
 # its back end (MV: serializer, dequantizer, scratchpad or top-k), so the next MATVEC's
 # weights stream while the previous one's last rows drain.
 RMS_P, QNT_P, MV_P, VEC_P, MVF_P = range(5)
 NPIPES = 5
+#: The spaces whose host access port the core serves (WEIGHTS lives behind ``weight_req``
+#: / ``weight_words``: ``top.Accelerator`` connects the host's WEIGHTS port to the weight
+#: store itself).
+HOST_SPACES = tuple(s for s in Space if s != Space.WEIGHTS)
 
 
 class _Gather:
@@ -218,9 +243,16 @@ class Core(wiring.Component):
             raise ValueError("the core needs max_n a power of two (STATE regions)")
         self.cfg = cfg
         self.abits = {s: max(1, ceil_log2(cfg.size(s))) for s in Space}
+        #: the weight request's widths (``weights.request_layout``): an address of WEIGHTS
+        #: (the host port's width) and a count of up to ``weight_words`` words
+        self.weight_addr_bits = self.abits[Space.WEIGHTS]
+        self.weight_count_bits = ceil_log2(cfg.weight_words + 1)
         host = {port_name(s): In(mem_access_signature(self.abits[s], cfg.word_width(s)))
-                for s in Space}
+                for s in HOST_SPACES}
         super().__init__({
+            "weight_req": Out(stream.Signature(
+                request_layout(self.weight_addr_bits, self.weight_count_bits))),
+            "weight_words": In(stream.Signature(cfg.word_bits)),
             "run": In(stream.Signature(RUN_LAYOUT)),
             "reset_state": In(stream.Signature(0)),
             "records": Out(stream.Signature(8)),
@@ -246,14 +278,12 @@ class Core(wiring.Component):
 
         m_prog, m_par = mem(Space.PROGRAM, isa.WORD_BITS), mem(Space.PARAMS, 32)
         m_emb, m_scr = mem(Space.EMBED, 16), mem(Space.SCRATCH, 32)
-        m_wgt = mem(Space.WEIGHTS, cfg.word_bits)
         for mm, space in ((m_prog, Space.PROGRAM), (m_par, Space.PARAMS),
-                          (m_emb, Space.EMBED), (m_wgt, Space.WEIGHTS)):
+                          (m_emb, Space.EMBED)):
             port, wr = mm.write_port(), getattr(self, port_name(space)).write
             m.d.comb += [wr.ready.eq(~self.busy), port.addr.eq(wr.payload.addr),
                          port.data.eq(wr.payload.data), port.en.eq(wr.valid & ~self.busy)]
         prog_rd = m_prog.read_port()
-        wgt_rd = m_wgt.read_port()
         emb_rd = m_emb.read_port()
         scr_rd = {n: m_scr.read_port() for n in ("rms", "quant", "mv", "v0", "v1", "v2")}
         par_rd = {n: m_par.read_port() for n in ("rms", "quant", "v0", "v1")}
@@ -368,7 +398,7 @@ class Core(wiring.Component):
         # host access while no token runs: reads through a pipe's read port, answered the
         # cycle after the address and held (the address is kept) until taken
         host_addr = {}
-        for space in Space:
+        for space in HOST_SPACES:
             acc = getattr(self, port_name(space))
             rvalid = Signal(name=f"host_{space.name.lower()}_rvalid")
             held = Signal(self.abits[space], name=f"host_{space.name.lower()}_addr")
@@ -386,7 +416,6 @@ class Core(wiring.Component):
                      self.mem_params.read_data.payload.eq(par_rd["v0"].data),
                      self.mem_embed.read_data.payload.eq(emb_rd.data),
                      self.mem_scratch.read_data.payload.eq(scr_rd["v0"].data),
-                     self.mem_weights.read_data.payload.eq(wgt_rd.data),
                      self.mem_state.read_data.payload.eq(mlgru.host_rdata),
                      h_scr.write.ready.eq(~self.busy), h_state.write.ready.eq(~self.busy),
                      mlgru.host_en.eq(~self.busy),
@@ -428,6 +457,21 @@ class Core(wiring.Component):
             with m.If(client["load"]):
                 m.d.comb += [em_load.eq(1), em_val.eq(client["val"]), em_n.eq(client["n"])]
 
+        # -- weights: one request per MATVEC, {waddr, G * k} (latched at dispatch from the
+        # range check's product), issued by the front; the words go straight to the
+        # engine, whatever the memory's latency and gaps. w_owed counts the words
+        # requested and not yet taken (two products' at most: the front's and the back
+        # end's), for ENGINE_WAIT_WEIGHTS.
+        wreq = self.weight_req
+        w_addr = Signal(self.weight_addr_bits)
+        w_count = Signal(self.weight_count_bits)
+        w_owed = Signal(self.weight_count_bits + 1)
+        wiring.connect(m, wiring.flipped(self.weight_words), engine.weights)
+        m.d.comb += [wreq.payload.addr.eq(w_addr), wreq.payload.count.eq(w_count)]
+        w_took = engine.weights.valid & engine.weights.ready
+        w_asked = wreq.valid & wreq.ready
+        m.d.sync += w_owed.eq(w_owed + Mux(w_asked, w_count, 0) - w_took)
+
         # -- counters ----------------------------------------------------------------------
         cnt = {name: Signal(32, name=f"cnt_{name.lower()}") for name in COUNTERS}
         inc = {name: Signal(name=f"inc_{name.lower()}") for name in COUNTERS}
@@ -438,8 +482,9 @@ class Core(wiring.Component):
                 m.d.sync += cnt[name].eq(0)
             with m.Elif(inc[name]):
                 m.d.sync += cnt[name].eq(cnt[name] + 1)
-        took = engine.weights.valid & engine.weights.ready
-        starved = busy[MVF_P] & engine.weights.ready & ~engine.weights.valid
+        took = w_took
+        # a MATVEC in the front or words owed: the engine could take a word and none came
+        starved = ((w_owed != 0) | busy[MVF_P]) & engine.weights.ready & ~engine.weights.valid
         m.d.comb += [inc["CYCLES"].eq(self.busy), inc["ENGINE_BUSY"].eq(took),
                      inc["ENGINE_WAIT_WEIGHTS"].eq(~took & starved),
                      inc["WAIT_VECTOR"].eq(self.busy & ~took & ~starved & busy.any()),
@@ -581,24 +626,6 @@ class Core(wiring.Component):
         mv_mode = field(w, op, "mode")
         mv_rows = field(w, op, "rows")
 
-        # weight reader: WEIGHTS[waddr + j] for j < G * k into a FIFO to the engine
-        w_base, w_len, w_j = Signal(self.abits[Space.WEIGHTS] + 1), Signal(48), Signal(48)
-        w_start, w_active = Signal(), Signal()
-        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.word_bits, depth=4)
-        # (credits as in _Gather: a word per cycle while the engine takes one)
-        w_issue, w_inflight = Signal(), Signal()
-        m.d.comb += [w_issue.eq(w_active & (w_j < w_len) & (wfifo.level + w_inflight < 4)),
-                     wgt_rd.addr.eq(Mux(self.busy, w_base + w_j, host_addr[Space.WEIGHTS])),
-                     wfifo.w_en.eq(w_inflight), wfifo.w_data.eq(wgt_rd.data),
-                     engine.weights.valid.eq(wfifo.r_rdy),
-                     engine.weights.payload.eq(wfifo.r_data),
-                     wfifo.r_en.eq(engine.weights.ready)]
-        m.d.sync += w_inflight.eq(w_issue)
-        with m.If(w_start):
-            m.d.sync += [w_j.eq(0), w_active.eq(1)]
-        with m.Elif(w_issue):
-            m.d.sync += w_j.eq(w_j + 1)
-
         # lane serializer: the engine's lanes-wide result -> one accumulator per beat, rows
         # past the product's end dropped; each product's row count comes from the front
         m.submodules.ser = ser = LaneSerializer(lanes, isa.ROWS_BITS + 1, engine.acc_bits)
@@ -617,27 +644,31 @@ class Core(wiring.Component):
                      g_mv.use_s[0].eq(mv_mode == MatvecMode.ADD),
                      sc_mv.active.eq(busy[MV_P] & (mv_mode != MatvecMode.TOPK)),
                      sc_mv.length.eq(mv_rows)]
-        # the front: weights into the engine; its vectors are pending until the handoff
+        # the front: the serializer's rows and the weight request, then the handoff to the
+        # back end; its vectors are pending until the handoff
         f_rows, f_mode = field(wf, op, "rows"), field(wf, op, "mode")
-        handed = Signal()
+        handed, cfg_sent, req_sent = Signal(), Signal(), Signal()
         m.d.comb += [st_mvf.active.eq(busy[MVF_P] & ~handed),
                      st_mvf.read_use.eq(st_mvf.active & (f_mode == MatvecMode.ADD)),
                      st_mvf.write_use.eq(st_mvf.active & (f_mode != MatvecMode.TOPK)),
                      st_mvf.dst.eq(field(wf, op, "dst")), st_mvf.length.eq(f_rows),
                      ser.cfg.payload.rows.eq(f_rows)]
+        # The front is free once the product's request and serializer beat are taken and the
+        # back end has it: its words then flow on their own (the back end is busy until
+        # its rows are out, so until they are all in), and the next MATVEC's request goes
+        # to the memory while they do: a store takes it when it likes (WeightMemory at the
+        # edge of this run's last read), so the engine sees no gap between products.
         with m.FSM(name="mv_front"):
             with m.State("IDLE"):
                 with m.If(go[MVF_P]):
-                    m.next = "START"
-            with m.State("START"):           # the serializer learns the product's rows
-                m.d.sync += [w_base.eq(field(wf, op, "waddr")),
-                             w_len.eq(((f_rows + lanes - 1) >> glog) * field(wf, op, "k")),
-                             handed.eq(0)]
-                m.d.comb += ser.cfg.valid.eq(1)
-                with m.If(ser.cfg.ready):
-                    m.d.comb += w_start.eq(1)
+                    m.d.sync += [handed.eq(0), cfg_sent.eq(0), req_sent.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
+                m.d.comb += [ser.cfg.valid.eq(~cfg_sent), wreq.valid.eq(~req_sent)]
+                with m.If(ser.cfg.ready):
+                    m.d.sync += cfg_sent.eq(1)
+                with m.If(wreq.ready):
+                    m.d.sync += req_sent.eq(1)
                 # hand the MATVEC to the back end as soon as it is free (in order)
                 # The back end's scatter and ADD gather take the ranges in this same cycle:
                 # the MATVEC is older than instructions already running, so its ranges must
@@ -650,9 +681,8 @@ class Core(wiring.Component):
                                  sc_mv.dst.eq(field(wf, op, "dst")),
                                  g_mv.base_s[0].eq(field(wf, op, "dst")),
                                  g_mv.length.eq(f_rows)]
-                weights_out = (w_j == w_len) & ~w_inflight
-                with m.If((handed | ~busy[MV_P]) & weights_out):
-                    m.d.sync += w_active.eq(0)
+                with m.If((cfg_sent | ser.cfg.ready) & (req_sent | wreq.ready)
+                          & (handed | ~busy[MV_P])):
                     m.d.comb += done[MVF_P].eq(1)
                     m.next = "IDLE"
 
@@ -1010,8 +1040,11 @@ class Core(wiring.Component):
                                                          aq_rows[i].eq(f(op, "rows"))]
                                     m.d.sync += aq_count.eq(aq_count + 1)
                                 if op == Opcode.MATVEC:
+                                    # the range check passed: waddr + G * k <= words
                                     m.d.sync += [aq_count.eq(aq_count - 1),
-                                                 aq_head.eq(~aq_head)]
+                                                 aq_head.eq(~aq_head),
+                                                 w_addr.eq(f(op, "waddr")),
+                                                 w_count.eq(mul_p)]
                                     with m.If(f(op, "mode") == MatvecMode.TOPK):
                                         m.d.sync += ran_topk.eq(1)
             with m.State("DRAIN"):           # END: every pipe finishes, then the token ends

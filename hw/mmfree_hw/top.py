@@ -1,9 +1,15 @@
-"""The accelerator as a host sees it: the command processor in front of the core.
+"""The accelerator as a host sees it: the command processor in front of the core and its
+weight store.
 
 ``Accelerator(cfg)`` has the command byte streams (``cmd_in``, ``cmd_out``) and ``busy``,
 nothing else: what a UART (issue 9), the Verilator harness (``verilator/``) or a PCIe
-window carries. Every other wire is between ``command.CommandProcessor`` and ``core.Core``,
-whose signatures are made to connect one to one.
+window carries. Every other wire is between ``command.CommandProcessor``, ``core.Core``
+and ``weights.WeightMemory``, whose signatures are made to connect one to one: the
+processor's access ports of every space but WEIGHTS go to the core; its WEIGHTS port
+(writes and reads by the host, between tokens) goes to the weight store, which the core
+reads through its ``weight_req`` / ``weight_words`` stream pair only. A store with
+another memory behind it (SDRAM with a prefetch FIFO) takes the same place with the same
+ports.
 """
 
 from amaranth import Module
@@ -14,14 +20,21 @@ from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import Space
 
 from .command import CommandProcessor, port_name
-from .core import Core
+from .core import HOST_SPACES, Core
+from .weights import WeightMemory
 
 
 class Accelerator(wiring.Component):
     """Ports: ``cmd_in`` (In stream, 8 bits), ``cmd_out`` (Out stream, 8 bits), ``busy``
     (Out: low exactly when the accelerator waits for the host's next byte; see
     ``CommandProcessor``). Latency and throughput are the command processor's (a byte per
-    cycle each way) and the core's (its counters)."""
+    cycle each way), the core's (its counters) and the weight store's (``WeightMemory``:
+    ``LATENCY`` cycles to a run's first word, then one word per cycle).
+
+    The weight store's sticky ``error`` (a request or write out of range) is not wired
+    out: the core refuses a MATVEC whose weight range is out of range at decode (an
+    ERROR record), and the processor refuses a WRITE out of range, so neither reaches
+    the store."""
 
     cmd_in: In(stream.Signature(8))
     cmd_out: Out(stream.Signature(8))
@@ -33,15 +46,25 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.cp = cp = CommandProcessor(self.cfg)
-        m.submodules.core = core = Core(self.cfg)
+        cfg = self.cfg
+        m.submodules.cp = cp = CommandProcessor(cfg)
+        m.submodules.core = core = Core(cfg)
+        m.submodules.weights = wmem = WeightMemory(
+            cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
+            count_bits=core.weight_count_bits, host_read=True)
         wiring.connect(m, wiring.flipped(self.cmd_in), cp.cmd_in)
         wiring.connect(m, cp.cmd_out, wiring.flipped(self.cmd_out))
         for name in ("run", "reset_state", "reset_counters"):
             wiring.connect(m, getattr(cp, name), getattr(core, name))
         for name in ("records", "token_done"):
             wiring.connect(m, getattr(core, name), getattr(cp, name))
-        for space in Space:
+        for space in HOST_SPACES:
             wiring.connect(m, cp.mem(space), getattr(core, port_name(space)))
+        host_w = cp.mem(Space.WEIGHTS)
+        wiring.connect(m, host_w.write, wmem.write)
+        wiring.connect(m, host_w.read_addr, wmem.read_addr)
+        wiring.connect(m, wmem.read_data, host_w.read_data)
+        wiring.connect(m, core.weight_req, wmem.req)
+        wiring.connect(m, wmem.words, core.weight_words)
         m.d.comb += [cp.counters.eq(core.counters), self.busy.eq(cp.busy)]
         return m

@@ -1,7 +1,14 @@
 """The weight store behind one stream: :class:`WeightMemory`, its on-chip (block RAM)
-implementation. The engine reads weight words through the ``req`` / ``words`` pair only, so
+implementation. The engine reads weight words through the ``req`` / ``words`` pair only
+(the core's ``weight_req`` / ``weight_words`` ports, connected in ``top.Accelerator``), so
 an SDRAM implementation with a prefetch FIFO can take its place: the interface promises
-words in request order, with any latency and any gaps, and nothing else.
+words in request order, with any latency and any gaps, and nothing else. The core issues
+a MATVEC's request as the instruction enters the engine's front, so a memory with a long
+latency may take the next request while the current run's words still flow (this one
+takes it at the edge of the current run's last read). The host fills the store through
+``write`` and, built with ``host_read=True`` (as ``top.Accelerator`` does), reads it back
+through ``read_addr`` / ``read_data`` (``command.mem_access_signature``'s semantics),
+between runs.
 """
 
 from amaranth import Module, Signal, unsigned
@@ -39,6 +46,22 @@ class WeightMemory(wiring.Component):
       each beat writes one word at its edge. An address >= depth is refused (nothing
       written) and sets ``error``. Writes are for the host filling the memory before a
       run: a read of an address written in the same cycle returns the old word.
+    - ``read_addr``: In stream of ``addr_bits``-bit addresses, ``read_data``: Out stream of
+      words; only with ``host_read=True`` (as ``top.Accelerator`` builds it; off by
+      default, so the bare store keeps the ports its cocotb bench drives): the host's
+      reads, with the semantics of ``command.mem_access_signature`` (one word per address,
+      in order), so the command processor's WEIGHTS port connects to ``write``,
+      ``read_addr`` and ``read_data`` one to one when ``addr_bits`` is that port's address
+      width. Served only while no run is active: ``read_addr.ready`` is low while a
+      request's reads are being issued, while ``req.valid`` is high (a request goes first)
+      and while a host word is in flight or waits on ``read_data``; and ``req.ready`` is
+      low while a host word is in flight or waits (the word sits in the output register
+      that run reads pass through). Words of an earlier run still in the FIFO do not block
+      a host read. Latency: ``HOST_READ_LATENCY`` = 2: a host read's word is valid 2
+      cycles after the cycle whose edge took its address, and held until taken; one read
+      at a time (the next address is taken the cycle after the word went), which is all
+      the command processor asks (it keeps one read outstanding). An address >= ``depth``
+      reads an unspecified word (the processor range-checks its READ commands).
     - ``error``: Out, sticky (cleared by reset only): a refused request or write happened.
 
     Datapath: a read address counter issues one block RAM read per cycle while the output
@@ -48,6 +71,10 @@ class WeightMemory(wiring.Component):
     RAM's output goes straight into a register (an ECP5 DP16KD is ~6 ns clock-to-out
     without its output register, which Yosys does not use), the register into the FIFO.
     Back-pressure on ``words`` never loses a word: reads stop before the FIFO could fill.
+    A host read uses the same read port (a 2:1 mux on its address, the run's counter while
+    a run is active) and the same output register, which holds its word for ``read_data``
+    (so the block RAM's slow output still drives one register only); the FIFO is not
+    involved.
 
     Latency: ``LATENCY`` = 4: a run's first word is valid on ``words`` 4 cycles after the
     cycle whose edge accepted its request (read address, block RAM, output register,
@@ -65,26 +92,33 @@ class WeightMemory(wiring.Component):
     (mostly the 4-way mux of the block RAM columns), 42 CCU2C, 823 FF; placed on the
     ECP5-85F (speed 6, bitstreams/ooc.py's harness) 111.9 MHz, bound by the DP16KD's
     clock-to-out (5.8 ns, no output register, as everywhere in the project) and that mux
-    in front of the output register.
+    in front of the output register. (Measured before the host read path, which adds the
+    address mux and three flip-flops, no data register.)
     """
 
     LATENCY = 4
     FIFO_DEPTH = 4
+    HOST_READ_LATENCY = 2
 
     def __init__(self, lanes: int, depth: int, addr_bits: int = 24, count_bits: int = 20,
-                 init=()):
+                 init=(), host_read: bool = False):
         if depth < 1 or depth > 1 << addr_bits:
             raise ValueError(f"depth must be in 1 .. 2^addr_bits ({1 << addr_bits})")
         self.lanes, self.depth = lanes, depth
         self.addr_bits, self.count_bits = addr_bits, count_bits
         self.word_bits = N.CODE_BITS * lanes
         self.init = list(init)
-        super().__init__({
+        self.host_read = host_read
+        members = {
             "req": In(stream.Signature(request_layout(addr_bits, count_bits))),
             "words": Out(stream.Signature(self.word_bits)),
             "write": In(stream.Signature(write_layout(self.word_bits, addr_bits))),
             "error": Out(1),
-        })
+        }
+        if host_read:
+            members["read_addr"] = In(stream.Signature(addr_bits))
+            members["read_data"] = Out(stream.Signature(self.word_bits))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -117,13 +151,29 @@ class WeightMemory(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(active & (fifo.level + s1_valid + s2_valid < self.FIFO_DEPTH))
         last_issue = issue & (left == 1)
+        # host reads: through the same read port and output register, between runs
+        h_fire, h_s1, h_valid = Signal(), Signal(), Signal()   # taken; read; word waits
+        host_free = ~h_s1 & ~h_valid
         m.d.comb += [
             rd.addr.eq(addr),
-            rd.en.eq(issue),
-            self.req.ready.eq(~active | last_issue),
+            rd.en.eq(issue | h_fire),
+            self.req.ready.eq((~active | last_issue) & host_free),
         ]
+        if self.host_read:
+            m.d.comb += [
+                self.read_addr.ready.eq(~active & ~self.req.valid & host_free),
+                h_fire.eq(self.read_addr.valid & self.read_addr.ready),
+                self.read_data.valid.eq(h_valid), self.read_data.payload.eq(s2_data),
+            ]
+            with m.If(~active):
+                m.d.comb += rd.addr.eq(self.read_addr.payload[:mem_addr])
+            m.d.sync += h_s1.eq(h_fire)
+            with m.If(h_s1):
+                m.d.sync += h_valid.eq(1)
+            with m.Elif(self.read_data.ready):
+                m.d.sync += h_valid.eq(0)
         m.d.sync += [s1_valid.eq(issue), s2_valid.eq(s1_valid)]
-        with m.If(s1_valid):
+        with m.If(s1_valid | h_s1):
             m.d.sync += s2_data.eq(rd.data)
         m.d.comb += [
             fifo.w_en.eq(s2_valid), fifo.w_data.eq(s2_data),
