@@ -1,8 +1,10 @@
 """Byte-stream transports: what carries the command bytes to a core and its replies back.
 
 :class:`Transport` is the whole interface a driver needs (``write``, ``read`` exactly n
-bytes, ``close``; a context manager). :class:`SubprocessTransport` runs a simulator binary
-(the Verilator harness, ``mmfree_hw.verilator``) and talks to it over its stdin/stdout.
+bytes, ``read_some`` with a deadline, ``close``; a context manager).
+:class:`SubprocessTransport` runs a simulator binary (the Verilator harness,
+``mmfree_hw.verilator``) and talks to it over its stdin/stdout; ``serial_port.py`` has a
+board's UART.
 Every failure of the link is a :class:`LinkError` whose message says what happened.
 """
 
@@ -30,6 +32,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or :class:`LinkError`."""
+
+    def read_some(self, max_n: int, timeout: float) -> bytes:
+        """Up to ``max_n`` bytes: what has arrived, else what arrives within ``timeout``
+        seconds, possibly nothing (a framed link's retries need reads that come back
+        short). This default waits for one byte with :meth:`read`; transports override it."""
+        return self.read(1) if max_n > 0 else b""
 
     def close(self) -> None:  # noqa: B027 - a transport without resources needs nothing
         """Release the link (idempotent)."""
@@ -132,6 +140,17 @@ class SubprocessTransport(Transport):
             self._pull(f"end of stream after {len(self._buf)} of {n} bytes")
         out = bytes(self._buf[:n])
         del self._buf[:n]
+        return out
+
+    def read_some(self, max_n: int, timeout: float) -> bytes:
+        if self._closed:
+            raise LinkError("read on a closed transport")
+        if not self._buf:
+            r, _, _ = select.select([self._out], [], [], timeout)
+            if r:
+                self._pull("end of stream")
+        out = bytes(self._buf[:max_n])
+        del self._buf[:max_n]
         return out
 
     def close(self) -> None:
