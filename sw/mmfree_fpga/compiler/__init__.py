@@ -297,10 +297,10 @@ def compile_model(model, core: CoreConfig = SIM, trace: bool = False) -> Compile
         ip, fp, gp = layer.i_proj, layer.f_proj, layer.g_proj
         rms(x, d, ip.pre, ip.pre_frac, 0, f"{a}.i_proj.pre")
         quant(x, d, ip, f"{a}.i_proj")
-        quant(x, d, fp, f"{a}.f_proj")
         matvec(f"{a}.i_proj", ip, zi, 0, MatvecMode.STORE)
-        quant(x, d, gp, f"{a}.g_proj")
+        quant(x, d, fp, f"{a}.f_proj")
         matvec(f"{a}.f_proj", fp, zf, 0, MatvecMode.STORE)
+        quant(x, d, gp, f"{a}.g_proj")
         matvec(f"{a}.g_proj", gp, zg, 0, MatvecMode.STORE)
         lb = param(f"layers.{i}.lower_bound", layer.lower_bound)
         param(f"layers.{i}.g_norm", layer.g_norm)          # at lb + n: the MLGRU's rule
