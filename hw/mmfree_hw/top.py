@@ -21,6 +21,7 @@ from mmfree_fpga.isa import Space
 
 from .command import CommandProcessor, port_name
 from .core import HOST_SPACES, Core
+from .link import FrameLink
 from .weights import WeightMemory
 
 
@@ -67,4 +68,39 @@ class Accelerator(wiring.Component):
         wiring.connect(m, core.weight_req, wmem.req)
         wiring.connect(m, wmem.words, core.weight_words)
         m.d.comb += [cp.counters.eq(core.counters), self.busy.eq(cp.busy)]
+        return m
+
+
+class LinkedAccelerator(wiring.Component):
+    """The accelerator behind the framed link (``mmfree_fpga.link.protocol``): what a board's
+    UART, or the simulated accelerator's pipes, carry. ``FrameLink`` checks every frame
+    before a byte of it reaches the command processor and frames the replies.
+
+    Ports: ``cmd_in`` (In stream, 8 bits: the link's ``rx``, always ready), ``cmd_out`` (Out
+    stream, 8 bits: the link's ``tx``), ``busy`` (Out: low exactly when nothing can happen
+    until a byte arrives: the link hunts for a frame and the processor waits; see
+    ``FrameLink.busy``). The same names as :class:`Accelerator`'s, so the Verilator harness
+    carries frames unchanged. ``link_args`` go to ``FrameLink`` (``heartbeat``,
+    ``rx_timeout``, ...). Latency and throughput are the link's (a byte per cycle each way,
+    a command's first byte 4 cycles after its frame's last CRC byte) plus the
+    accelerator's.
+    """
+
+    cmd_in: In(stream.Signature(8))
+    cmd_out: Out(stream.Signature(8))
+    busy: Out(1)
+
+    def __init__(self, cfg: CoreConfig, **link_args):
+        self.cfg, self.link_args = cfg, link_args
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = FrameLink(**self.link_args)
+        m.submodules.acc = acc = Accelerator(self.cfg)
+        wiring.connect(m, wiring.flipped(self.cmd_in), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.cmd_out))
+        wiring.connect(m, link.cmd_out, acc.cmd_in)
+        wiring.connect(m, acc.cmd_out, link.reply_in)
+        m.d.comb += [link.cmd_busy.eq(acc.busy), self.busy.eq(link.busy)]
         return m

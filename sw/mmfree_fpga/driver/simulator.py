@@ -1,6 +1,10 @@
 """The simulated accelerator: the gateware (``hw/``) compiled by Verilator, reached over
-pipes that carry the command byte stream (``SubprocessTransport``), exactly the bytes a
-board's link will carry.
+pipes (``SubprocessTransport``) that carry exactly the bytes a board's UART carries: the
+frames of ``link.protocol`` into ``mmfree_hw.top.LinkedAccelerator`` (the framed link in
+front of the command processor), spoken by ``link.framed.FramedTransport``. Only the UART's
+bit timing is left out (the harness hands the link a byte per cycle); tests that include it
+simulate the UART too. ``framed=False`` gives the bare command processor
+(``mmfree_hw.top.Accelerator``) on the pipes, for tests of the command stream itself.
 
 The first run for a core configuration builds the simulator (minutes; said on stderr) and
 caches it (``mmfree_hw.verilator.build``); later runs start at once. Needs the ``hw`` extra
@@ -16,20 +20,32 @@ from ..generate import BackendError
 from .core import CoreDriver
 from .transport import SubprocessTransport
 
+#: The link's heartbeat in the simulated accelerator: a reply frame at least every 2^20
+#: cycles of a long RUN (~2 s here), well inside the pipes' timeout.
+SIM_HEARTBEAT = 1 << 20
 
-def simulator_binary(core: CoreConfig = SIM) -> Path:
+
+def simulator_binary(core: CoreConfig = SIM, framed: bool = True) -> Path:
     try:
-        from mmfree_hw.top import Accelerator
+        from mmfree_hw.top import Accelerator, LinkedAccelerator
         from mmfree_hw.verilator.build import VerilatorMissing, build
     except ImportError as e:
         raise BackendError(f"the simulated accelerator needs the gateware tools ({e.name} is "
                            "missing): pip install -e '.[hw]'") from None
     try:
+        if framed:
+            return build(LinkedAccelerator(core, heartbeat=SIM_HEARTBEAT), "accelerator")
         return build(Accelerator(core), "accelerator")
     except VerilatorMissing as e:
         raise BackendError(str(e)) from None
 
 
-def open_simulator(core: CoreConfig = SIM) -> CoreDriver:
-    """A driver connected to a fresh simulated accelerator of configuration ``core``."""
-    return CoreDriver(SubprocessTransport([simulator_binary(core)], timeout=600.0))
+def open_simulator(core: CoreConfig = SIM, framed: bool = True) -> CoreDriver:
+    """A driver connected to a fresh simulated accelerator of configuration ``core``,
+    through the framed link (``framed=False``: the bare command stream)."""
+    raw = SubprocessTransport([simulator_binary(core, framed)], timeout=600.0)
+    if not framed:
+        return CoreDriver(raw)
+    from ..link.framed import FramedTransport
+    return CoreDriver(FramedTransport(raw, lanes=core.lanes),
+                      chunk_bytes=FramedTransport.max_write_data)
