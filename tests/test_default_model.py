@@ -42,7 +42,7 @@ def _exe() -> str:
 
 def test_console_script_greedy_is_deterministic():
     exe = _exe()
-    cmd = [exe, "run", "--prompt", "It is a truth universally acknowledged",
+    cmd = [exe, "run", "--backend", "float", "--prompt", "It is a truth universally acknowledged",
            "--max-new-tokens", "24"]
     a = subprocess.run(cmd, capture_output=True, text=True, check=True)
     b = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -108,7 +108,8 @@ def test_cli_train_and_run(tmp_path, capsys):
                "--out", str(tmp_path / "run")])
     assert rc == 0
     capsys.readouterr()
-    rc = main(["run", "--model", str(tmp_path / "run" / "best"), "--prompt", "the cat",
+    rc = main(["run", "--backend", "float", "--model", str(tmp_path / "run" / "best"),
+               "--prompt", "the cat",
                "--max-new-tokens", "5", "--ignore-eos"])
     out, err = capsys.readouterr()
     assert rc == 0 and out.startswith("the cat") and "5 generated" in err

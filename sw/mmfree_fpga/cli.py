@@ -22,7 +22,7 @@ from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
 DEFAULT_IMAGE = Path(__file__).parent / "models" / "default.mmf"
-BACKENDS = ("float", "golden", "sim")
+BACKENDS = ("auto", "sim", "serial", "golden", "float")
 
 
 def _cmd_run(args) -> int:
@@ -45,7 +45,7 @@ def _cmd_run(args) -> int:
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.model.layout.tokenizer_json))
     else:
-        backend = _sim_backend(model_path)
+        backend = _accelerator_backend(model_path, args.backend, args.port, args.baud)
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
@@ -102,21 +102,28 @@ def _image_of(model_path: Path):
     return model_path
 
 
-def _sim_backend(model_path: Path, core=None):
-    """The simulated accelerator (Verilator) with the model compiled and loaded."""
-    from .compiler import SIM, DoesNotFit, compile_model
+def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=None):
+    """An accelerator (``kind``: sim, serial or auto) with the model compiled for its core
+    and loaded."""
+    from .compiler import DoesNotFit, compile_model
     from .driver.backend import AcceleratorBackend
-    from .driver.simulator import open_simulator
+    from .driver.devices import open_backend_driver
+    from .driver.serial_port import DEFAULT_BAUD
     from .generate import BackendError
 
-    core = core or SIM
     if model_path == DEFAULT_MODEL:           # the shipped model's image, no torch needed
         model_path = DEFAULT_IMAGE
+    image = _image_of(model_path)
+    driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD)
     try:
-        compiled = compile_model(_image_of(model_path), core)
+        compiled = compile_model(image, core)
     except DoesNotFit as e:
+        driver.close()
         raise BackendError(f"{model_path}: {e}") from None
-    return AcceleratorBackend(open_simulator(core), compiled)
+    except BaseException:
+        driver.close()
+        raise
+    return AcceleratorBackend(driver, compiled, name=name)
 
 
 def _tokenizer_from_bytes(data: bytes):
@@ -165,7 +172,7 @@ def _cmd_bench(args) -> int:
 
     if args.tokens < 2:
         raise UsageError("--tokens must be at least 2")
-    backend = _sim_backend(Path(args.model))
+    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud)
     try:
         tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
         r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
@@ -205,6 +212,12 @@ class UsageError(Exception):
     pass
 
 
+def _link_args(p) -> None:
+    p.add_argument("--port", help="the board's serial port (default: the only USB serial "
+                                  "adapter found)")
+    p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmfree-fpga", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,7 +228,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint folder (config.json + *.safetensors), or a model image "
                         "(.mmf) for --backend golden; default: the shipped model")
     r.add_argument("--tokenizer", help="tokenizer.json (default: the one in the model folder)")
-    r.add_argument("--backend", choices=BACKENDS, default="float")
+    r.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): a board if one answers on a serial port, else the "
+                        "simulated accelerator")
+    _link_args(r)
     r.add_argument("--max-new-tokens", type=int, default=64)
     r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     r.add_argument("--top-k", type=int, default=0)
@@ -225,7 +241,8 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("bench", help="tokens/s and cycles/token of the accelerator")
-    b.add_argument("--backend", choices=("sim",), default="sim")
+    b.add_argument("--backend", choices=("auto", "sim", "serial"), default="sim")
+    _link_args(b)
     b.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="model image (.mmf) or checkpoint folder; default: the shipped model")
     b.add_argument("--tokens", type=int, default=16, help="greedy tokens to generate")
@@ -280,13 +297,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .commands import ProtocolError
     from .config import ConfigError
+    from .driver.core import CoreError
+    from .driver.transport import LinkError
     from .generate import BackendError
     from .image import ImageError
     from .tokenizer import TokenizerError
 
     expected: tuple[type[Exception], ...] = (UsageError, ConfigError, TokenizerError,
-                                             BackendError, ImageError)
+                                             BackendError, ImageError, LinkError, CoreError,
+                                             ProtocolError)
     try:  # these need torch; running other backends does not
         from .checkpoint import CheckpointError
         from .fidelity import FidelityError

@@ -11,6 +11,9 @@ RUN (``prefill``): its tokens skip the lm_head on the device.
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 
 from .. import numerics as N
@@ -21,10 +24,11 @@ from .core import CoreDriver
 
 
 class AcceleratorBackend:
-    """Loads ``compiled`` into the core behind ``driver`` and runs tokens on it."""
+    """Loads ``compiled`` into the core behind ``driver`` (:func:`upload`; ``progress`` as
+    there) and runs tokens on it."""
 
     def __init__(self, driver: CoreDriver, compiled: Compiled, name: str = "sim",
-                 topk: int | None = None):
+                 topk: int | None = None, progress=None):
         self.driver, self.compiled, self.name = driver, compiled, name
         self.config = compiled.config
         ident = driver.identify()
@@ -36,8 +40,7 @@ class AcceleratorBackend:
                 f"lanes and spaces {_sizes(ident.words)}, the compiler's core "
                 f"{core.lanes} lanes and {_sizes(want)}")
         self.topk = min(ident.max_topk, self.config.vocab_size) if topk is None else topk
-        for space, words in compiled.images().items():
-            driver.write(space, 0, words)
+        self.upload = upload(driver, compiled.images(), progress)
         self.counters: dict = {}
         self.cycles = 0
         self.tokens = 0
@@ -63,3 +66,46 @@ class AcceleratorBackend:
 
 def _sizes(words: dict) -> str:
     return ", ".join(f"{Space(s).name} {n:,}" for s, n in words.items())
+
+
+#: Words per WRITE call of an upload: progress is reported between them.
+UPLOAD_SLICE_BYTES = 1 << 16
+
+
+def upload(driver: CoreDriver, images: dict, progress=None) -> dict:
+    """Write every memory image (``{space: words}``) from address 0, reporting progress.
+
+    ``progress(done_bytes, total_bytes, elapsed_s)`` is called after every slice; None
+    draws a bar on stderr when it is a terminal and prints nothing otherwise. Returns
+    ``{"bytes", "seconds", "bytes_per_s"}`` (a line on stderr says it either way).
+    """
+    sizes = {s: len(w) * driver.word_bytes(s) for s, w in images.items()}
+    total = sum(sizes.values())
+    if progress is None and sys.stderr.isatty():
+        progress = _bar
+    done, t0 = 0, time.perf_counter()
+    for space, words in images.items():
+        per_word = driver.word_bytes(space)
+        step = max(1, UPLOAD_SLICE_BYTES // per_word)
+        for a in range(0, len(words), step):
+            chunk = words[a:a + step]
+            driver.write(space, a, chunk)
+            done += len(chunk) * per_word
+            if progress:
+                progress(done, total, time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    if progress is _bar:
+        print(file=sys.stderr)
+    rate = total / dt if dt > 0 else float("inf")
+    print(f"loaded the model: {total:,} bytes in {dt:.1f} s ({rate / 1e6:.2f} MB/s)",
+          file=sys.stderr)
+    return {"bytes": total, "seconds": dt, "bytes_per_s": rate}
+
+
+def _bar(done: int, total: int, elapsed: float) -> None:
+    frac = done / total if total else 1.0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else 0.0
+    bar = "#" * int(30 * frac)
+    print(f"\rloading [{bar:<30}] {done / 1e6:6.2f}/{total / 1e6:.2f} MB "
+          f"{rate / 1e6:5.2f} MB/s ETA {eta:4.0f} s", end="", file=sys.stderr, flush=True)
