@@ -5,23 +5,34 @@ back-pressure, read latency 0..3 cycles), and a fake sequencer that answers each
 with canned records (:func:`fake_sequencer`) and a token_done. The host side feeds bytes
 with random gaps and takes replies with random back-pressure; the bytes that come back and
 the memories afterwards must equal :class:`Model`'s. Also: cycle costs and the ``busy``
-contract with no back-pressure, and real ``lib.memory`` memories through ``serve_memory``.
+contract with no back-pressure, and real ``lib.memory`` memories through ``serve_memory``;
+the CRC command (its algorithm is zlib.crc32's, the ChunkCRC unit alone, CRC = zlib.crc32
+of what READ returns, its cycles behind serve_memory, the fake core and WeightMemory).
 """
 
 import io
 import random
 import struct
+import zlib
 
 import numpy as np
 import pytest
 from amaranth import Module
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
 from mmfree_fpga import commands as C
 from mmfree_fpga.core_config import CoreConfig
 from mmfree_fpga.isa import Space
-from mmfree_hw.command import CommandProcessor, serve_memories
+from mmfree_hw.command import (
+    CRC_ALGORITHM,
+    ChunkCRC,
+    CommandProcessor,
+    port_name,
+    serve_memories,
+    serve_memory,
+)
+from mmfree_hw.weights import WeightMemory
 from util import send
 
 CFG = CoreConfig(lanes=32, weight_words=48, param_words=64, embed_words=96, scratch_words=32,
@@ -30,6 +41,7 @@ CFG = CoreConfig(lanes=32, weight_words=48, param_words=64, embed_words=96, scra
 REPLY_LATENCY = 3            # cycles from a command's last byte taken to its reply's first
 RUN_BEAT_LATENCY = 1         # cycles from a token's last id byte taken to its run beat
 TOKEN_LIMIT = 1000           # the fake sequencer refuses token ids from here on
+UNKNOWN_OPCODES = [0x00, max(C.Command) + 1, 0x42, 0x80, 0xFF]
 
 
 def fake_sequencer(token, k_run, first, last, seq_first):
@@ -53,8 +65,8 @@ def counter_values(tokens):
 class Model:
     """The command set in Python: memories as lists, the fake sequencer above."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, build_id=0):
+        self.cfg, self.build_id = cfg, build_id
         self.mem = {s: [0] * cfg.size(s) for s in Space}
         self.seq_first = 1
         self.tokens = 0
@@ -64,8 +76,8 @@ class Model:
         while opb := r.read(1):
             op = opb[0]
             if op == C.Command.IDENTIFY:
-                out += C.identify_reply(self.cfg)
-            elif op in (C.Command.WRITE, C.Command.READ):
+                out += C.identify_reply(self.cfg, self.build_id)
+            elif op in (C.Command.WRITE, C.Command.READ, C.Command.CRC):
                 space, addr, count = struct.unpack("<BII", r.read(9))
                 if space not in Space._value2member_map_:
                     out.append(C.Status.BAD_SPACE)
@@ -79,10 +91,14 @@ class Model:
                             self.mem[space][addr + i] = int.from_bytes(
                                 payload[i * nb:(i + 1) * nb], "little")
                     out.append(C.Status.OK if good else C.Status.BAD_RANGE)
-                elif good:
+                elif good and op == C.Command.READ:
                     out.append(C.Status.OK)
                     for i in range(count):
                         out += self.mem[space][addr + i].to_bytes(nb, "little")
+                elif good:
+                    out += C.encode_crc_reply(zlib.crc32(b"".join(
+                        self.mem[space][addr + i].to_bytes(nb, "little")
+                        for i in range(count))))
                 else:
                     out.append(C.Status.BAD_RANGE)
             elif op == C.Command.RESET_STATE:
@@ -121,7 +137,7 @@ def simulate(dut, stream: bytes, n_out: int, *, seed=0, in_gap=0.0, out_stall=0.
     """Run ``stream`` through the processor; returns (out bytes, fake core, log) where the
     log holds the cycles of every cmd_in/cmd_out transfer and the busy trace."""
     rng = random.Random(seed)
-    core = Model(dut._cfg)          # the testbench's memories and sequencer state
+    core = Model(dut._cfg, dut.build_id)    # the testbench's memories and sequencer state
     log = {"in": [], "out": [], "busy": [], "run": []}
     got = bytearray()
     spaces = list(Space)
@@ -250,8 +266,14 @@ def scripted_stream(rng):
         s += C.encode_write(space, 0, [], lanes=CFG.lanes)          # count 0: OK
         s += C.encode_read(space, 0, 0)
         s += C.encode_read(space, size - n, n)                      # unchanged
+        s += C.encode_crc(space, size - n, n) + C.encode_crc(space, size - n + 1, n - 2)
+        s += C.encode_crc(space, 0, size)                           # the whole space
+        s += C.encode_crc(space, 3, 0) + C.encode_crc(space, size, 0)   # count 0: 0
+        s += C.encode_crc(space, size - 2, 3)                       # BAD_RANGE
+        s += C.encode_crc(space, size + 1, 0)                       # BAD_RANGE, count 0
     s += C.encode_write_header(len(Space), 0, 3)                    # BAD_SPACE, no data
-    s += C.encode_read(0xFF, 0, 1)
+    s += C.encode_read(0xFF, 0, 1) + C.encode_crc(len(Space), 0, 1)
+    s += C.encode_crc(Space.EMBED, 0xFFFFFFFF, 2)                   # addr + count wraps
     s += C.encode_write_header(Space.PARAMS, 0xFFFFFFFF, 2) + bytes(8)   # addr + count wraps
     s += C.encode_reset_counters() + C.encode_counters()
     s += C.encode_reset_state() + C.encode_run([3, 4, 5], 2)
@@ -260,7 +282,7 @@ def scripted_stream(rng):
     s += C.encode_run([], 1)                                        # BAD_ARG, none
     s += C.encode_run([11, TOKEN_LIMIT + 5, 12, 13], 3)             # ERROR stops the rest
     s += C.encode_run([TOKEN_LIMIT], 1)                             # ERROR on the last
-    s += C.encode_counters() + bytes([0x00, 0x42, 0xFF])            # unknown opcodes
+    s += C.encode_counters() + bytes(UNKNOWN_OPCODES)               # unknown opcodes
     s += C.encode_reset_state() + C.encode_run([14], 1) + C.encode_identify()
     return bytes(s)
 
@@ -268,7 +290,7 @@ def scripted_stream(rng):
 def random_stream(rng, n_cmds):
     s = bytearray()
     for _ in range(n_cmds):
-        kind = rng.choice(["w", "w", "r", "r", "run", "ctr", "rst", "bad"])
+        kind = rng.choice(["w", "w", "r", "r", "crc", "run", "ctr", "rst", "bad"])
         space = rng.choice(list(Space))
         size = CFG.size(space)
         addr = rng.randrange(size + 2)
@@ -278,6 +300,9 @@ def random_stream(rng, n_cmds):
             s += C.words_to_bytes(space, words_for(space, n, rng), CFG.lanes)
         elif kind == "r":
             s += C.encode_read(space, addr, n)
+        elif kind == "crc":
+            s += C.encode_crc(space, addr, rng.choice([n, n, size - addr]) if addr <= size
+                              else n)
         elif kind == "run":
             toks = [rng.choice([rng.randrange(TOKEN_LIMIT), TOKEN_LIMIT + 1])
                     if rng.random() < 0.2 else rng.randrange(TOKEN_LIMIT)
@@ -289,14 +314,15 @@ def random_stream(rng, n_cmds):
         elif kind == "rst":
             s += C.encode_reset_state()
         else:
-            s += bytes([rng.choice([0, 8, 0x80, 0xFF])])
+            s += bytes([rng.choice(UNKNOWN_OPCODES)])
     return bytes(s)
 
 
-def check(stream, **kw):
-    model = Model(CFG)
+def check(stream, build_id=0, crc_bytes=16, **kw):
+    model = Model(CFG, build_id)
     want = model.feed(stream)
-    got, core, log = simulate(CommandProcessor(CFG), stream, len(want), **kw)
+    got, core, log = simulate(CommandProcessor(CFG, build_id=build_id, crc_bytes=crc_bytes),
+                              stream, len(want), **kw)
     assert got[:len(want)] == want, first_difference(got, want)
     assert len(got) == len(want), "extra bytes after the last reply"
     for s in Space:
@@ -312,7 +338,15 @@ def first_difference(got, want):
 
 
 def test_every_command_in_order():
-    check(scripted_stream(random.Random(1)))
+    check(scripted_stream(random.Random(1)), build_id=0xC0FFEE42)
+
+
+@pytest.mark.parametrize("crc_bytes", [1, 3, 5, 64])
+def test_crc_chunk_sizes(crc_bytes):
+    """The CRC unit at other widths: a byte a cycle, chunks that divide no word (a partial
+    last chunk), one wider than every word; under back-pressure."""
+    check(scripted_stream(random.Random(20 + crc_bytes)), crc_bytes=crc_bytes, seed=crc_bytes,
+          in_gap=0.2, out_stall=0.3, mem_stall=0.2, latencies=(0, 1, 2))
 
 
 @pytest.mark.parametrize("seed", [2, 3])
@@ -410,12 +444,13 @@ def test_busy_waits_for_host_mid_command():
 
 
 class WithMemories(wiring.Component):
-    """The processor with a ``lib.memory`` per space behind ``serve_memory``; the run side
-    answers nothing (no RUN is sent)."""
+    """The processor with a ``lib.memory`` per space behind ``serve_memory`` (or, with
+    ``weight_store``, WEIGHTS in a ``weights.WeightMemory`` as ``top.Accelerator`` has it,
+    its request side idle); the run side answers nothing (no RUN is sent)."""
 
-    def __init__(self, cfg):
-        self.proc = CommandProcessor(cfg)
-        self._cfg = cfg
+    def __init__(self, cfg, weight_store=False, **kw):
+        self.proc = CommandProcessor(cfg, **kw)
+        self._cfg, self._weight_store = cfg, weight_store
         sig = self.proc.signature.members
         super().__init__({"cmd_in": sig["cmd_in"], "cmd_out": sig["cmd_out"],
                           "busy": sig["busy"]})
@@ -426,8 +461,51 @@ class WithMemories(wiring.Component):
         wiring.connect(m, wiring.flipped(self.cmd_in), proc.cmd_in)
         wiring.connect(m, proc.cmd_out, wiring.flipped(self.cmd_out))
         m.d.comb += self.busy.eq(proc.busy)
-        serve_memories(m, proc, self._cfg)
+        if not self._weight_store:
+            serve_memories(m, proc, self._cfg)
+            return m
+        for s in Space:
+            if s != Space.WEIGHTS:
+                mem = memory.Memory(shape=self._cfg.word_width(s), depth=self._cfg.size(s),
+                                    init=[])
+                m.submodules[port_name(s)] = mem
+                serve_memory(m, mem, proc.mem(s), name=s.name.lower())
+        port = proc.mem(Space.WEIGHTS)
+        m.submodules.weights = store = WeightMemory(
+            self._cfg.lanes, self._cfg.size(Space.WEIGHTS),
+            addr_bits=len(port.read_addr.payload), host_read=True)
+        wiring.connect(m, port.write, store.write)
+        wiring.connect(m, port.read_addr, store.read_addr)
+        wiring.connect(m, store.read_data, port.read_data)
         return m
+
+
+def lib_simulate(stream: bytes, n_out: int, **kw):
+    """``stream`` through :class:`WithMemories` (``kw``) with no back-pressure: (out bytes,
+    edges of the cmd_in transfers, edges of the cmd_out transfers)."""
+    dut = WithMemories(CFG, **kw)
+    got, t_in, t_out = bytearray(), [], []
+
+    async def host(ctx):
+        await send(ctx, dut.cmd_in, stream, 1.0, None, t_in)
+
+    async def sink(ctx):
+        ctx.set(dut.cmd_out.ready, 1)
+        edge = 0
+        while len(got) < n_out:
+            _, _, valid, payload = await ctx.tick().sample(dut.cmd_out.valid,
+                                                           dut.cmd_out.payload)
+            edge += 1
+            if valid:
+                got.append(payload)
+                t_out.append(edge)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.add_testbench(sink)
+    sim.run()
+    return bytes(got), t_in, t_out
 
 
 def test_with_lib_memories():
@@ -436,23 +514,139 @@ def test_with_lib_memories():
     for space in Space:
         ws = words_for(space, 6, rng)
         stream += C.encode_write(space, 1, ws, lanes=CFG.lanes) + C.encode_read(space, 0, 8)
-    model = Model(CFG)
-    want = model.feed(bytes(stream))
-    dut = WithMemories(CFG)
-    got = bytearray()
+        stream += C.encode_crc(space, 0, 8) + C.encode_crc(space, 1, 6)
+    want = Model(CFG).feed(bytes(stream))
+    got, _, _ = lib_simulate(bytes(stream), len(want))
+    assert got == want
 
-    async def host(ctx):
-        await send(ctx, dut.cmd_in, stream, 1.0, None, [])
 
-    async def sink(ctx):
-        ctx.set(dut.cmd_out.ready, 1)
-        while len(got) < len(want):
-            (p,) = await ctx.tick().sample(dut.cmd_out.payload).until(dut.cmd_out.valid)
-            got.append(p)
+# -- the CRC command -------------------------------------------------------------------------
+
+def test_crc_algorithm_is_zlibs():
+    """The catalog entry the gateware uses is zlib.crc32 (the host's), byte-wise and
+    word-wise (a word's bytes little-endian)."""
+    rng = random.Random(30)
+    for n in (0, 1, 2, 7, 32, 100):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        assert CRC_ALGORITHM(8).compute(data) == zlib.crc32(data)
+        if n % 4 == 0:
+            words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, n, 4)]
+            assert CRC_ALGORITHM(32).compute(words) == zlib.crc32(data)
+    assert zlib.crc32(b"123456789") == 0xCBF43926       # the catalog's check value
+
+
+@pytest.mark.parametrize("chunk_bytes,sizes", [(1, [1]), (5, [1, 2, 3, 5]), (16, [2, 4, 16])])
+def test_chunk_crc_against_zlib(chunk_bytes, sizes):
+    """ChunkCRC alone: chunks of every size in any order, restarts (start with and without
+    valid), idle cycles; crc equals zlib.crc32 of the bytes since the last start."""
+    rng = random.Random(chunk_bytes)
+    dut = ChunkCRC(chunk_bytes, sizes)
+
+    async def bench(ctx):
+        acc = b""
+        for i in range(120):
+            start = i == 0 or rng.random() < 0.05
+            valid = rng.random() < 0.8
+            n = rng.choice(sizes)
+            chunk = bytes(rng.randrange(256) for _ in range(n))
+            junk = rng.getrandbits(8 * (chunk_bytes - n)) << 8 * n     # ignored bytes
+            ctx.set(dut.start, start)
+            ctx.set(dut.valid, valid)
+            ctx.set(dut.nbytes, n)
+            ctx.set(dut.data, int.from_bytes(chunk, "little") | junk)
+            await ctx.tick()
+            acc = (b"" if start else acc) + (chunk if valid else b"")
+            assert ctx.get(dut.crc) == zlib.crc32(acc), i
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(host)
-    sim.add_testbench(sink)
+    sim.add_testbench(bench)
     sim.run()
-    assert bytes(got) == want
+
+
+def test_crc_equals_zlib_of_read():
+    """CRC's answer is zlib.crc32 of the bytes READ sends for the same range: every space,
+    odd ranges, the whole space, count 0 (checked on the processor's own output, not only
+    against the model)."""
+    rng = random.Random(31)
+    stream, ranges = bytearray(), {}
+    for space in Space:
+        size = CFG.size(space)
+        stream += C.encode_write(space, 0, words_for(space, size, rng), lanes=CFG.lanes)
+        ranges[space] = [(0, size), (1, size - 2), (size // 3, 3), (size - 1, 1), (5, 0)]
+        for addr, count in ranges[space]:
+            stream += C.encode_read(space, addr, count) + C.encode_crc(space, addr, count)
+    want = Model(CFG).feed(bytes(stream))
+    got, _, _ = simulate(CommandProcessor(CFG), bytes(stream), len(want), seed=31,
+                         out_stall=0.2, latencies=(0, 1, 3))
+    assert got == want
+    r = C.bytes_reader(got)
+    for space, rs in ranges.items():
+        assert C.read_status(r) == C.Status.OK                          # its WRITE
+        for _, count in rs:
+            assert C.read_status(r) == C.Status.OK
+            read_bytes = r(count * C.word_bytes(space, CFG.lanes))
+            assert C.read_status(r) == C.Status.OK
+            assert C.read_crc(r) == zlib.crc32(read_bytes), (space.name, count)
+    with pytest.raises(EOFError):
+        r(1)
+
+
+#: CRC's cycles per word with no back-pressure and 1-cycle memories, for a word of one chunk
+#: (at most crc_bytes; a word of k chunks takes max(k, this)): 1 behind serve_memory (its
+#: read_addr is ready while it hands over a word, so the next address, offered in that
+#: cycle, goes at once; the core's host ports are the same), 2 behind the fake core (it
+#: takes an address only once its previous word has gone). top.Accelerator's WEIGHTS are
+#: served by weights.WeightMemory: 3 (its host read's round trip).
+CRC_CYCLES_PER_WORD = {"lib": 1, "fake": 2,
+                       "store": 1 + WeightMemory.HOST_READ_LATENCY}
+CRC_TAIL = 2            # cycles from feeding the last chunk to the CRC's first byte out
+READ_LATENCY = {"lib": 1, "fake": 1, "store": WeightMemory.HOST_READ_LATENCY}
+
+
+@pytest.mark.parametrize("space,crc_bytes,memory", [
+    *[(s, b, mem) for s, b in [(Space.WEIGHTS, 16), (Space.EMBED, 16), (Space.PROGRAM, 8),
+                               (Space.PROGRAM, 4), (Space.WEIGHTS, 1)]
+      for mem in ("lib", "fake")],
+    (Space.WEIGHTS, 16, "store"), (Space.WEIGHTS, 4, "store"), (Space.WEIGHTS, 2, "store")])
+def test_crc_cycles(space, crc_bytes, memory):
+    """The status REPLY_LATENCY cycles after the command's last byte; the first word taken
+    READ_LATENCY cycles after the status went out, then a word every max(CRC_CYCLES_PER_WORD,
+    chunks) cycles, each word's chunks fed in the cycles after it was taken; the u32
+    CRC_TAIL cycles after the last chunk, at a byte a cycle; the next command taken at once
+    (as after READ); busy high throughout."""
+    rng = random.Random(32)
+    n = 12                          # PROGRAM has 16 words
+    stream = C.encode_write(space, 0, words_for(space, n, rng), lanes=CFG.lanes)
+    head = len(stream)
+    stream += C.encode_crc(space, 0, n) + C.encode_identify()
+    want = Model(CFG).feed(stream)
+    if memory != "fake":
+        got, t_in, t_out = lib_simulate(stream, len(want), crc_bytes=crc_bytes,
+                                        weight_store=memory == "store")
+    else:
+        got, _, log = simulate(CommandProcessor(CFG, crc_bytes=crc_bytes), stream, len(want))
+        t_in, t_out = log["in"], log["out"]
+    assert got == want and got[1] == C.Status.OK
+    last_in = t_in[head + 9]                        # the CRC command's last byte
+    status, crc4 = t_out[1], t_out[2:6]
+    assert status == last_in + REPLY_LATENCY
+    chunks = -(-C.word_bytes(space, CFG.lanes) // crc_bytes)
+    per_word = max(CRC_CYCLES_PER_WORD[memory], chunks)
+    first_word = status + READ_LATENCY[memory]
+    assert crc4[0] == first_word + per_word * (n - 1) + chunks + CRC_TAIL
+    assert crc4 == list(range(crc4[0], crc4[0] + 4))
+    assert t_in[head + 10] == crc4[-1]
+    if memory == "fake":
+        assert all(log["busy"][last_in + 1:crc4[-1]])
+
+
+def test_crc_whole_weights_cycles():
+    """The whole WEIGHTS space behind serve_memory: a word a cycle (8-byte words, one
+    chunk each), the cost the host pays after an upload."""
+    size = CFG.size(Space.WEIGHTS)
+    stream = C.encode_crc(Space.WEIGHTS, 0, size)
+    want = Model(CFG).feed(stream)
+    got, t_in, t_out = lib_simulate(stream, len(want))
+    assert got == want
+    assert t_out[1] - t_in[-1] == REPLY_LATENCY + 1 + (size - 1) + 1 + CRC_TAIL

@@ -2,6 +2,7 @@
 
 import re
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ def test_enums_are_distinct_bytes_and_shared():
         values = [int(v) for v in e]
         assert len(set(values)) == len(values) and all(0 <= v < 256 for v in values)
     assert 0 not in [int(c) for c in C.Command]            # an all-zero stream is no command
+    assert set(C.HEADER_BYTES) == set(C.Command)           # the link sizes every command
     assert C.ErrorCode is isa.ErrorCode                    # one table for sequencer and host
     assert C.COUNTERS[:7] == ("CYCLES", "ENGINE_BUSY", "ENGINE_WAIT_WEIGHTS", "WAIT_VECTOR",
                               "SEQUENCER", "INSTRUCTIONS", "TOKENS")
@@ -33,18 +35,31 @@ def test_enums_are_distinct_bytes_and_shared():
 
 def test_identify_round_trip():
     cfg = CoreConfig(lanes=64, weight_words=1000, max_topk=17)
-    reply = C.identify_reply(cfg)
-    assert len(reply) == C.IDENTIFY_BYTES == 35
-    assert reply[:5] == b"\x00MMFC"
+    reply = C.identify_reply(cfg, build_id=0xDEADBEEF)
+    assert len(reply) == C.IDENTIFY_BYTES == 39
+    assert reply[:5] == b"\x00MMFC" and reply[5:7] == struct.pack("<H", C.VERSION)
+    assert reply[-4:] == struct.pack("<I", 0xDEADBEEF)      # the build id ends it
     r = C.bytes_reader(reply)
     assert C.read_status(r) == C.Status.OK
     ident = C.read_identify(r)
-    assert ident.version == C.VERSION and ident.lanes == 64 and ident.max_topk == 17
+    assert ident.version == C.VERSION == 2 and ident.lanes == 64 and ident.max_topk == 17
     assert ident.words == {s: cfg.size(s) for s in Space}
     assert ident.n_counters == len(C.Counter)
     assert ident.counter_names == C.COUNTERS
+    assert ident.build_id == 0xDEADBEEF
     with pytest.raises(EOFError):
         r(1)
+    assert C.read_identify(C.bytes_reader(C.identify_reply(cfg)[1:])).build_id == 0
+    for bad in (-1, 1 << 32):
+        with pytest.raises(ValueError, match="u32"):
+            C.identify_reply(cfg, bad)
+
+
+def test_build_id_of():
+    a = C.build_id_of(repr(SIM).encode(), b"module top; endmodule")
+    assert 0 < a < 1 << 32 and a == C.build_id_of(repr(SIM).encode(), b"module top; endmodule")
+    assert a != C.build_id_of(repr(SIM).encode(), b"module top ; endmodule")
+    assert C.build_id_of(b"ab", b"c") != C.build_id_of(b"a", b"bc")     # parts are delimited
 
 
 def test_identify_refuses_magic_and_version():
@@ -52,10 +67,19 @@ def test_identify_refuses_magic_and_version():
     bad_magic = bytes(reply[:1]) + b"XXXX" + bytes(reply[5:])
     with pytest.raises(C.ProtocolError, match="magic"):
         C.read_identify(C.bytes_reader(bad_magic[1:]))
-    reply[5:7] = struct.pack("<H", C.VERSION + 1)
-    with pytest.raises(C.VersionMismatch) as e:
-        C.read_identify(C.bytes_reader(bytes(reply[1:])))
-    assert f"version {C.VERSION + 1}" in str(e.value) and f"version {C.VERSION}" in str(e.value)
+    for other in (C.VERSION + 1, C.VERSION - 1):
+        reply[5:7] = struct.pack("<H", other)
+        with pytest.raises(C.VersionMismatch) as e:
+            C.read_identify(C.bytes_reader(bytes(reply[1:])))
+        assert f"version {other}," in str(e.value) and f"host version {C.VERSION}:" in \
+            str(e.value)
+        assert (e.value.device, e.value.host) == (other, C.VERSION)
+    # a version-1 core's reply (35 bytes, no build id) is refused at its version, before
+    # its shorter layout could be misread
+    old = bytearray(C.identify_reply(SIM)[:35])
+    old[5:7] = struct.pack("<H", 1)
+    with pytest.raises(C.VersionMismatch, match="version 1, this host version 2"):
+        C.read_identify(C.bytes_reader(bytes(old[1:])))
 
 
 @pytest.mark.parametrize("space", list(Space))
@@ -117,6 +141,9 @@ def test_program_words_from_the_isa():
 
 def test_read_run_and_small_commands():
     assert C.encode_read(Space.STATE, 3, 4) == struct.pack("<BBII", 3, 4, 3, 4)
+    assert C.encode_crc(Space.WEIGHTS, 7, 2**32 - 1) == struct.pack("<BBII", 8, 0, 7,
+                                                                     2**32 - 1)
+    assert len(C.encode_crc(0, 0, 0)) == 1 + C.HEADER_BYTES[C.Command.CRC]
     assert C.encode_run([1, 2**32 - 1], 5) == struct.pack("<BBHII", 5, 5, 2, 1, 2**32 - 1)
     assert C.encode_reset_state() == b"\x04"
     assert C.encode_counters() == b"\x06" and C.encode_reset_counters() == b"\x07"
@@ -146,6 +173,26 @@ def test_records_round_trip():
     assert list(recs[2].ids) == [3, 2**32 - 1] and list(recs[2].logits) == [-5, 1 << 30]
     assert recs[3] == (C.ErrorCode.ADDRESS, 0x1234) and recs[4].code == 200
     assert recs[5].counters == tuple(counters)
+
+
+def test_crc_reply_and_words_crc():
+    reply = C.encode_crc_reply(0xCBF43926)
+    assert reply == b"\x00" + struct.pack("<I", 0xCBF43926)
+    r = C.bytes_reader(reply)
+    assert C.read_status(r) == C.Status.OK and C.read_crc(r) == 0xCBF43926
+    # words_crc is zlib.crc32 of exactly the bytes WRITE sends (and READ returns)
+    lanes = 128
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 256, (5, C.word_bytes(Space.WEIGHTS, lanes)), dtype=np.uint8)
+    assert C.words_crc(Space.WEIGHTS, rows, lanes) == zlib.crc32(rows.tobytes())
+    emb = np.array([-1, 2, -32768], dtype=np.int16)
+    assert C.words_crc(Space.EMBED, emb, lanes) == zlib.crc32(emb.astype("<i2").tobytes())
+    assert C.words_crc(Space.EMBED, emb, lanes) == C.words_crc(Space.EMBED, [65535, 2, 32768],
+                                                               lanes)
+    prog = [(1 << 128) - 1, 5]
+    assert C.words_crc(Space.PROGRAM, prog, lanes) == \
+        zlib.crc32(C.encode_write(Space.PROGRAM, 0, prog)[10:])
+    assert C.words_crc(Space.PARAMS, [], lanes) == 0
 
 
 def test_unknown_record_and_status():

@@ -6,7 +6,7 @@ The command set (opcodes, payloads, replies, status codes, records) is specified
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import commands as C
@@ -24,6 +24,102 @@ RUN_LAYOUT = data.StructLayout({
 TOKEN_DONE_LAYOUT = data.StructLayout({"ok": 1})
 
 
+#: The CRC command's algorithm: zlib.crc32's (``commands.py``; test_command_amaranth checks
+#: the two are equal).
+CRC_ALGORITHM = crc.catalog.CRC32_ISO_HDLC
+
+
+def _reflect(value: int, bits: int) -> int:
+    return int(f"{value:0{bits}b}"[::-1], 2)
+
+
+def crc_step_matrices(algorithm: crc.Algorithm, nbytes: int) -> tuple[list[int], list[int]]:
+    """The register update of a reflected CRC over ``nbytes`` bytes, as GF(2) matrices.
+
+    With the register held reflected (bit 0 is the term the next data bit meets, as in
+    every byte-wise LSB-first implementation) and the bytes as one little-endian integer
+    ``d`` (byte 0 first, each LSB first), the register after them is ``A r ^ B d``.
+    Returned as columns: ``a[j]`` is the new register of ``r = 1 << j, d = 0`` and ``b[k]``
+    that of ``r = 0, d = 1 << k``. Both come from ``lib.crc``'s own reference
+    (``Parameters.compute``), so the hardware is the catalog entry's by construction."""
+    if not (algorithm.reflect_input and algorithm.reflect_output):
+        raise ValueError("only reflected CRCs (byte-wise LSB first) are supported")
+    w = algorithm.crc_width
+
+    def update(r: int, d: int) -> int:
+        raw = crc.Algorithm(crc_width=w, polynomial=algorithm.polynomial,
+                            initial_crc=_reflect(r, w), reflect_input=True,
+                            reflect_output=True, xor_output=0)
+        return raw(8 * nbytes).compute([d])
+
+    return ([update(1 << j, 0) for j in range(w)],
+            [update(0, 1 << k) for k in range(8 * nbytes)])
+
+
+class ChunkCRC(wiring.Component):
+    """A CRC of a byte stream taken up to ``chunk_bytes`` bytes a cycle, in chunks of any of
+    the byte counts ``sizes`` (``algorithm``, a reflected ``lib.crc.Algorithm``; default
+    :data:`CRC_ALGORITHM`).
+
+    Ports: ``start`` (In): the register restarts at the initial value at this edge (before
+    this cycle's data, if ``valid``). ``valid`` (In), ``data`` (In, ``8 x chunk_bytes``),
+    ``nbytes`` (In): this cycle's bytes are the low ``nbytes`` bytes of ``data``, byte 0
+    first; ``nbytes`` must be one of ``sizes`` (each its own XOR network, built only for the
+    sizes asked for). ``crc`` (Out, the algorithm's width): the CRC of every byte taken
+    since the last ``start``, final XOR applied (``algorithm(8).compute`` of those bytes).
+
+    Latency 1 (``crc`` shows a chunk the cycle after it was taken, from a register, so the
+    XOR networks sit between this register and the one feeding ``data``); throughput one
+    chunk a cycle. Resources: the register, and per size ``n`` one XOR of at most
+    ``width + 8 n`` inputs per register bit (about half of them on average), a
+    ``len(sizes)``-way mux. ECP5 (Yosys synth_ecp5), CRC-32, with the sizes the command
+    processor asks for at 128 lanes: ``chunk_bytes`` 1: 186 LUT4; 4 (sizes 4, 2): 611;
+    8 (8, 4, 2): 998; 16 (16, 4, 2): 1,471; 32 (32, 16, 4, 2): 2,741. The networks are
+    ``Cat(...).xor()`` reductions, which Yosys maps well (one 4-byte network: 288 LUT4,
+    16 bytes: 814, 32 bytes: 1,456, in 1 to 6 s); ``lib.crc.Processor``'s chains of
+    two-input XORs cost ~40 % more (413 and 1,176 LUT4 at 4 and 16 bytes) and stall
+    synth_ecp5 (50 s at 16 bytes, more than 10 minutes at 32): hence this unit, not a
+    ``Processor`` per word width.
+    """
+
+    def __init__(self, chunk_bytes: int, sizes, algorithm: crc.Algorithm = CRC_ALGORITHM):
+        self.chunk_bytes = chunk_bytes
+        self.sizes = sorted(set(sizes))
+        self.algorithm = algorithm
+        if not self.sizes or not all(1 <= n <= chunk_bytes for n in self.sizes):
+            raise ValueError(f"sizes {self.sizes} must be in 1 .. {chunk_bytes}")
+        super().__init__({
+            "start": In(1),
+            "valid": In(1),
+            "data": In(8 * chunk_bytes),
+            "nbytes": In(range(chunk_bytes + 1)),
+            "crc": Out(algorithm.crc_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        algo = self.algorithm
+        w = algo.crc_width
+        init = _reflect(algo.initial_crc, w)
+        reg = Signal(w, init=init)            # reflected: bit 0 meets the next data bit
+        m.d.comb += self.crc.eq(reg ^ algo.xor_output)
+        src = Mux(self.start, Const(init, w), reg)
+        nxt = Signal(w)
+        with m.Switch(self.nbytes):
+            for n in self.sizes:
+                a, b = crc_step_matrices(algo, n)
+                with m.Case(n):
+                    for i in range(w):
+                        terms = [src[j] for j in range(w) if a[j] >> i & 1] + \
+                                [self.data[k] for k in range(8 * n) if b[k] >> i & 1]
+                        m.d.comb += nxt[i].eq(Cat(*terms).xor())
+        with m.If(self.valid):
+            m.d.sync += reg.eq(nxt)
+        with m.Elif(self.start):
+            m.d.sync += reg.eq(init)
+        return m
+
+
 def addr_bits(words: int) -> int:
     """Address width of a space of ``words`` words (``ceil(log2(words))``, at least 1)."""
     return max(1, (words - 1).bit_length())
@@ -37,8 +133,12 @@ def mem_access_signature(addr_width: int, data_width: int) -> wiring.Signature:
       processor holds the beat until ``ready``; a memory may tie ``ready`` high.
     - ``read_addr``: Out stream of addresses; ``read_data``: In stream of the words, in
       order, any latency (0 included). The processor keeps at most one read outstanding: it
-      offers the next address only after it has taken the previous word, so a responder
-      needs no queue. A ``lib.memory`` read port answers with :func:`serve_memory`.
+      offers the next address no earlier than the cycle in which it takes the previous word
+      (READ the cycle after, CRC in that very cycle), so a responder needs no queue. One
+      whose ``read_addr.ready`` is high while it hands over a word (:func:`serve_memory`,
+      the core's host ports) serves CRC a word a cycle; one that takes the next address
+      only once its word has gone (``weights.WeightMemory``) just takes it a cycle later.
+      A ``lib.memory`` read port answers with :func:`serve_memory`.
     """
     return wiring.Signature({
         "write": Out(stream.Signature(data.StructLayout({"addr": addr_width,
@@ -56,7 +156,18 @@ class CommandProcessor(wiring.Component):
     """Executes the command byte stream against the core (``commands.py`` has the bytes).
 
     Built from a ``CoreConfig``: its lanes, the size of every space and ``max_topk`` (the
-    IDENTIFY reply is a constant of the build, ``commands.identify_reply``).
+    IDENTIFY reply is a constant of the build, ``commands.identify_reply``), and:
+
+    - ``build_id``: the u32 IDENTIFY reports (default 0, "not given"): whoever builds the
+      bitstream or simulator picks it, e.g. ``commands.build_id_of`` of the core
+      configuration and the Verilog generated with build id 0. It is part of the IDENTIFY
+      constant, nothing else.
+    - ``crc_bytes``: the bytes the CRC command's :class:`ChunkCRC` takes a cycle (default
+      16). A word of ``b`` bytes takes ``k = ceil(b / crc_bytes)`` cycles; 16 keeps the CRC
+      at the memories' pace in ``top.Accelerator`` (a 32-byte WEIGHTS word takes 2 cycles,
+      the weight store's host read 3; every other word 1) for about half the LUTs of a
+      32-byte unit (:class:`ChunkCRC`: 1,471 LUT4 against 2,741; 4 bytes, 611 LUT4, would
+      make a WEIGHTS word 8 cycles; 1 byte, 186 LUT4, 32).
 
     Ports (``lib.stream``: a beat transfers at a clock edge where valid and ready are high):
 
@@ -93,24 +204,44 @@ class CommandProcessor(wiring.Component):
       be in by then) and for COUNTERS; it must be stable while no token runs.
 
     Cycles (no back-pressure, memories answering in 1 cycle; test_command_amaranth asserts
-    them): a byte in per cycle, with one cycle's pause after a WRITE/READ/RUN header (it
-    is checked); a byte out per cycle throughout, READ of 2-byte words included. A reply's
-    first byte is on ``cmd_out`` 3 cycles after the cycle that took the command's last
-    byte; IDENTIFY, COUNTERS and READ words follow at one byte a cycle; the next command's
+    them): a byte in per cycle, with one cycle's pause after a WRITE/READ/CRC/RUN header
+    (it is checked); a byte out per cycle throughout, READ of 2-byte words included. A
+    reply's first byte is on ``cmd_out`` 3 cycles after the cycle that took the command's
+    last byte; IDENTIFY, COUNTERS and READ words follow at one byte a cycle; the next command's
     first byte is taken the cycle after its reply's last byte went into the output
     register. RUN: a token's ``run`` beat is valid the cycle after its last id byte was
     taken; after its ``token_done`` the next token's 4 id bytes take 4 cycles (a core that
     wants the next beat sooner can ask for a prefetch; at ~50 k cycles a token it is
     0.01 %); records pass at a byte a cycle.
 
-    Resources: an 8-bit output register, a ``max(35, 1 + 4 x counters, word bytes)``-byte
-    shift register for replies and read words, a word-wide shift register for WRITE, the
-    header and the address/count registers.
+    CRC: the status 3 cycles after the command's last byte (as READ's); the first word is
+    taken ``L`` cycles after the status went out (``L``: the memory's read latency, 1 for
+    :func:`serve_memory` and the core's host ports, ``weights.WeightMemory``'s
+    ``HOST_READ_LATENCY`` = 2), then a word every ``max(k, r)`` cycles, where ``r`` is the
+    memory's round trip for back-to-back reads (the next address is offered in the cycle
+    the previous word is taken): 1 behind :func:`serve_memory` and the core's host ports, 3
+    behind the weight store; each word's ``k`` chunks are fed to the CRC unit in the ``k``
+    cycles after it was taken, and the u32 follows 2 cycles after the last chunk, at a byte
+    a cycle. From the command's last byte to the CRC's first:
+    ``5 + L + k + max(k, r) x (count - 1)`` cycles. In ``top.Accelerator`` with SIM:
+    WEIGHTS 3 cycles per 32-byte word (the shipped model's 48,128 words: ~144 k cycles),
+    EMBED, PARAMS and the other spaces a word a cycle.
+
+    Resources: an 8-bit output register, a ``max(39, 1 + 4 x counters, word bytes)``-byte
+    shift register for replies, read words and the words CRC'd, a word-wide shift register
+    for WRITE, the header and the address/count registers, and the :class:`ChunkCRC` (its
+    XOR networks, one per chunk size: with 128 lanes and ``crc_bytes`` = 16, 16-, 4- and
+    2-byte chunks).
     """
 
-    def __init__(self, core_config):
+    def __init__(self, core_config, build_id: int = 0, crc_bytes: int = 16):
         self._cfg = cfg = core_config
         self._n_counters = len(C.Counter)
+        if not 0 <= build_id < 1 << 32:
+            raise ValueError(f"build_id = {build_id} does not fit IDENTIFY's u32")
+        if crc_bytes < 1:
+            raise ValueError("crc_bytes must be at least 1")
+        self.build_id, self.crc_bytes = build_id, crc_bytes
         members = {
             "cmd_in": In(stream.Signature(8)),
             "cmd_out": Out(stream.Signature(8)),
@@ -139,9 +270,16 @@ class CommandProcessor(wiring.Component):
         for s in spaces:
             assert 8 * nbytes[s] == cfg.word_width(s), "a word is whole bytes"
         word_w = 8 * max(nbytes.values())
-        ident = C.identify_reply(cfg)
+        ident = C.identify_reply(cfg, self.build_id)
         n_ctr = self._n_counters
-        ser_bytes = max(len(ident), 1 + 4 * n_ctr, word_w // 8)
+        ser_bytes = max(len(ident), 1 + 4 * n_ctr, word_w // 8, 1 + C.CRC_VALUE.size)
+        # CRC: a word of b bytes goes through the CRC unit in ceil(b / cb) chunks, all of cb
+        # bytes but the last (b - cb x (chunks - 1))
+        cb = self.crc_bytes
+        chunks = {s: -(-nbytes[s] // cb) for s in spaces}
+        last_bytes = {s: nbytes[s] - cb * (chunks[s] - 1) for s in spaces}
+        m.submodules.crc = crcu = ChunkCRC(
+            cb, {last_bytes[s] for s in spaces} | {cb for s in spaces if chunks[s] > 1})
 
         cin, cout = self.cmd_in, self.cmd_out
         in_fire = cin.valid & cin.ready
@@ -179,11 +317,14 @@ class CommandProcessor(wiring.Component):
 
         sel_size = Signal(33)
         sel_nbytes = Signal(range(max(nbytes.values()) + 1))
+        sel_chunks = Signal(range(max(chunks.values()) + 1))
+        sel_last = Signal(range(cb + 1))
         known = Signal()
         with m.Switch(h_space):
             for s in spaces:
                 with m.Case(int(s)):
                     m.d.comb += [sel_size.eq(cfg.size(s)), sel_nbytes.eq(nbytes[s]),
+                                 sel_chunks.eq(chunks[s]), sel_last.eq(last_bytes[s]),
                                  known.eq(1)]
         in_range = (h_addr + h_count) <= sel_size
 
@@ -215,7 +356,9 @@ class CommandProcessor(wiring.Component):
             m.d.sync += wr_valid.eq(0)
 
         # -- memory read path: one outstanding address ------------------------------------
-        ra_valid = Signal()
+        ra_valid = Signal()               # an address offered since an earlier cycle
+        ra_now = Signal()                 # CRC: the next address, offered as a word is taken
+        ra_offer = ra_valid | ra_now
         outstanding = Signal()
         ra_ready = Signal()
         rd_valid = Signal()
@@ -223,15 +366,39 @@ class CommandProcessor(wiring.Component):
         rd_ready = Signal()
         for s in spaces:
             acc_port = self.mem(s)
-            m.d.comb += [acc_port.read_addr.valid.eq(ra_valid & (space == s)),
+            m.d.comb += [acc_port.read_addr.valid.eq(ra_offer & (space == s)),
                          acc_port.read_addr.payload.eq(cur_addr),
                          acc_port.read_data.ready.eq(rd_ready & (space == s))]
             with m.If(space == s):
                 m.d.comb += [ra_ready.eq(acc_port.read_addr.ready),
                              rd_valid.eq(acc_port.read_data.valid),
                              rd_word.eq(acc_port.read_data.payload)]
-        ra_fire = ra_valid & ra_ready
+        ra_fire = ra_offer & ra_ready
         rd_fire = rd_ready & rd_valid
+
+        def fetch_words(take, at_once):
+            """READ's and CRC's memory reads: the addresses of the range one at a time, a
+            word taken when ``take`` allows; the next address offered the cycle after (READ)
+            or ``at_once``, in the cycle that takes the word (CRC; an offer not taken stays
+            up from a register, so it holds until taken as a stream's valid must)."""
+            m.d.comb += rd_ready.eq(outstanding & take)
+            if at_once:
+                m.d.comb += ra_now.eq(rd_fire & (reqs_left != 0))
+            with m.If(rd_fire):
+                m.d.sync += [outstanding.eq(0), words_left.eq(words_left - 1)]
+            with m.If((~outstanding | rd_fire) & ~ra_valid & (reqs_left != 0)):
+                m.d.sync += ra_valid.eq(1)
+            with m.If(ra_fire):             # last: wins over the two above
+                m.d.sync += [ra_valid.eq(0), outstanding.eq(1), cur_addr.eq(cur_addr + 1),
+                             reqs_left.eq(reqs_left - 1)]
+
+        # -- CRC path: a word taken into the reply shift register (idle then: the status has
+        # gone) and shifted through the CRC unit, a chunk a cycle -----------------------------
+        w_chunks = Signal.like(sel_chunks)    # chunks per word of the current space
+        w_last = Signal.like(sel_last)        # bytes of a word's last chunk
+        chunks_left = Signal.like(sel_chunks)
+        m.d.comb += [crcu.data.eq(ser[:8 * cb]),
+                     crcu.nbytes.eq(Mux(chunks_left == 1, w_last, cb))]
 
         # -- run path ---------------------------------------------------------------------
         topk = Signal(8)
@@ -256,7 +423,8 @@ class CommandProcessor(wiring.Component):
                             m.d.sync += send(Const(int.from_bytes(ident, "little"),
                                                    8 * len(ident)), len(ident))
                             m.next = "SEND"
-                        with m.Case(C.Command.WRITE, C.Command.READ, C.Command.RUN):
+                        with m.Case(C.Command.WRITE, C.Command.READ, C.Command.RUN,
+                                    C.Command.CRC):
                             m.next = "HEADER"
                         with m.Case(C.Command.RESET_STATE):
                             m.next = "RESET_STATE"
@@ -281,8 +449,10 @@ class CommandProcessor(wiring.Component):
 
             with m.State("DISPATCH"):
                 good = known & in_range
+                m.d.comb += crcu.start.eq(1)      # every command's: only CRC reads it
                 m.d.sync += [space.eq(h_space), cur_addr.eq(h_addr), words_left.eq(h_count),
                              reqs_left.eq(h_count), wbytes.eq(sel_nbytes), bi.eq(0),
+                             w_chunks.eq(sel_chunks), w_last.eq(sel_last), chunks_left.eq(0),
                              ok.eq(good),
                              status_r.eq(Mux(~known, C.Status.BAD_SPACE,
                                              Mux(~in_range, C.Status.BAD_RANGE,
@@ -294,7 +464,7 @@ class CommandProcessor(wiring.Component):
                             m.next = "WRITE_END"
                         with m.Else():
                             m.next = "WRITE_DATA"
-                    with m.Case(C.Command.READ):
+                    with m.Case(C.Command.READ, C.Command.CRC):
                         with m.If(~known):
                             m.d.sync += status(C.Status.BAD_SPACE)
                             m.next = "SEND"
@@ -303,7 +473,10 @@ class CommandProcessor(wiring.Component):
                             m.next = "SEND"
                         with m.Else():
                             m.d.sync += [*status(C.Status.OK), ra_valid.eq(h_count != 0)]
-                            m.next = "READ_DATA"
+                            with m.If(op == C.Command.READ):
+                                m.next = "READ_DATA"
+                            with m.Else():
+                                m.next = "CRC_DATA"
                     with m.Default():     # RUN
                         bad = (h_topk > cfg.max_topk) | (h_ntok == 0)
                         # status_r tells DRAIN a RUN's (DONE follows) from a refused one's
@@ -343,16 +516,24 @@ class CommandProcessor(wiring.Component):
                     m.next = "SEND"
 
             with m.State("READ_DATA"):
-                m.d.comb += rd_ready.eq(outstanding & ser_ends)
-                with m.If(ra_fire):
-                    m.d.sync += [ra_valid.eq(0), outstanding.eq(1), cur_addr.eq(cur_addr + 1),
-                                 reqs_left.eq(reqs_left - 1)]
+                fetch_words(ser_ends, at_once=False)
                 with m.If(rd_fire):
-                    m.d.sync += [outstanding.eq(0), words_left.eq(words_left - 1),
-                                 *send(rd_word, wbytes)]
-                with m.If((~outstanding | rd_fire) & ~ra_valid & (reqs_left != 0)):
-                    m.d.sync += ra_valid.eq(1)
+                    m.d.sync += send(rd_word, wbytes)
                 with m.If((words_left == 0) | ((words_left == 1) & rd_fire)):
+                    m.next = "SEND"
+
+            with m.State("CRC_DATA"):
+                # a word comes into ser once the status has left it (ser_left, a register:
+                # no path from cmd_out.ready to the memories), in the cycle that feeds the
+                # previous word's last chunk or later
+                fetch_words((ser_left == 0) & (chunks_left <= 1), at_once=True)
+                with m.If(chunks_left != 0):
+                    m.d.comb += crcu.valid.eq(1)
+                    m.d.sync += [ser.eq(ser >> (8 * cb)), chunks_left.eq(chunks_left - 1)]
+                with m.If(rd_fire):
+                    m.d.sync += [ser.eq(rd_word), ser_left.eq(0), chunks_left.eq(w_chunks)]
+                with m.If((words_left == 0) & (chunks_left == 0) & ser_ends):
+                    m.d.sync += send(crcu.crc, C.CRC_VALUE.size)
                     m.next = "SEND"
 
             with m.State("RUN_TOKEN"):

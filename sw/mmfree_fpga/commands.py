@@ -35,7 +35,7 @@ PROGRAM   128            16              uint8 ``[count, 16]`` or Python ints
 Commands (host -> core)
 =======================
 
-``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 35 bytes)::
+``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 39 bytes)::
 
     u8  status        OK
     4   magic         b"MMFC"
@@ -44,6 +44,14 @@ Commands (host -> core)
     u32 words[6]      the word count of every space, in isa.Space order
     u8  max_topk
     u8  n_counters    how many u32 counters DONE and COUNTERS carry
+    u32 build_id      which gateware build answers (0: not given)
+
+The build id is a constant of the bitstream or simulator build, chosen by whoever builds it
+(``CommandProcessor(..., build_id=)``): :func:`build_id_of` of the core configuration and
+the design (e.g. the Verilog generated with build id 0) is the suggested one. A host may
+compare it with the id it recorded when it last loaded the device (issue 9: a model already
+on the device is not uploaded again); it is never checked against anything here. Magic and
+version come first in every version, so a host of any version can refuse a core of another.
 
 ``WRITE`` (0x02): ``u8 space, u32 addr, u32 count``, then ``count`` words. Reply: status.
 ``OK`` once every word is written. ``BAD_RANGE`` when ``addr + count`` exceeds the space's
@@ -78,6 +86,20 @@ taken) and DONE follows. The error codes are ``isa.ErrorCode`` (re-exported here
 
 ``RESET_COUNTERS`` (0x07), no payload. Reply: status OK; every counter restarts at 0.
 
+``CRC`` (0x08): ``u8 space, u32 addr, u32 count``. Reply: status, then (only if OK) ``u32
+crc``: the CRC-32 of exactly the bytes a READ of the same range would send after its status
+(the ``count`` words in address order, each its ``ceil(width / 8)`` bytes little-endian),
+computed by the core from its memory (no word crosses the link). The CRC is zlib's
+(``zlib.crc32``; "CRC-32/ISO-HDLC", Ethernet's: polynomial 0x04C11DB7, reflected in and out,
+initial value and final XOR 0xFFFFFFFF, check value 0xCBF43926 for b"123456789";
+``amaranth.lib.crc.catalog.CRC32_ISO_HDLC`` in the gateware); ``count`` = 0 gives 0.
+``BAD_SPACE``/``BAD_RANGE`` as for READ (nothing follows the status). :func:`words_crc`
+computes on the host what the core answers for words it was sent, so a host verifies an
+upload with one CRC per range instead of reading it back. The status comes as soon as the
+range is checked, the u32 once the last word is in: a few cycles a word
+(``CommandProcessor``'s docstring: 3 per 32-byte WEIGHTS word, 1 per word of the other
+spaces in ``top.Accelerator``), the host link idle meanwhile.
+
 Any other opcode: reply ``BAD_COMMAND``, and the processor reads the next byte as an opcode.
 (The bytes of the payload that the host meant to follow are then read as commands: the
 stream is out of step and only a reset recovers it; see above.)
@@ -94,7 +116,9 @@ belong to the core (hw/mmfree_hw/core.py); a core may add counters after these (
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
@@ -104,10 +128,12 @@ from . import isa
 from .isa import ErrorCode, Space
 
 __all__ = ["MAGIC", "VERSION", "Command", "Status", "RecordType", "ErrorCode", "Counter",
-           "COUNTERS", "Space", "word_bits", "word_bytes", "identify_reply", "Identity"]
+           "COUNTERS", "Space", "word_bits", "word_bytes", "identify_reply", "Identity",
+           "words_crc", "build_id_of"]
 
 MAGIC = b"MMFC"
-VERSION = 1
+#: 2: IDENTIFY's build_id, the CRC command.
+VERSION = 2
 
 
 class Command(enum.IntEnum):
@@ -118,13 +144,14 @@ class Command(enum.IntEnum):
     RUN = 0x05
     COUNTERS = 0x06
     RESET_COUNTERS = 0x07
+    CRC = 0x08
 
 
 #: Payload bytes that follow a command's opcode before any data (WRITE's words and RUN's
 #: token ids come after these).
 HEADER_BYTES = {Command.IDENTIFY: 0, Command.WRITE: 9, Command.READ: 9,
                 Command.RESET_STATE: 0, Command.RUN: 3, Command.COUNTERS: 0,
-                Command.RESET_COUNTERS: 0}
+                Command.RESET_COUNTERS: 0, Command.CRC: 9}
 
 
 class Status(enum.IntEnum):
@@ -156,13 +183,15 @@ class Counter(enum.IntEnum):
 
 COUNTERS: tuple[str, ...] = tuple(c.name for c in Counter)
 MAX_RUN_TOKENS = 0xFFFF          # RUN's count is a u16
-IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1
+IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1 + 4
 TRACE_HEAD = struct.Struct("<BHH")      # type, tag, len
 RESULT_HEAD = struct.Struct("<BB")      # type, n
 ERROR_RECORD = struct.Struct("<BBH")    # type, code, pc
-ADDR_HEAD = struct.Struct("<BBII")      # opcode, space, addr, count
+ADDR_HEAD = struct.Struct("<BBII")      # opcode, space, addr, count (WRITE, READ, CRC)
+CRC_VALUE = struct.Struct("<I")         # CRC's reply after its OK status
 RUN_HEAD = struct.Struct("<BBH")        # opcode, topk, count
-_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBB")
+_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBBI")
+assert _IDENT.size == IDENTIFY_BYTES
 
 
 def word_bits(space: Space, lanes: int) -> int:
@@ -241,6 +270,22 @@ def rows_to_ints(rows: np.ndarray) -> list[int]:
     return [int.from_bytes(r.tobytes(), "little") for r in rows]
 
 
+def words_crc(space: Space, words, lanes: int) -> int:
+    """What CRC answers for a range holding ``words`` (any form :func:`words_to_bytes`
+    takes): ``zlib.crc32`` of their stream bytes."""
+    return zlib.crc32(words_to_bytes(space, words, lanes))
+
+
+def build_id_of(*parts: bytes) -> int:
+    """A build id from what makes the build (e.g. ``repr(core_config).encode()`` and the
+    generated Verilog): the first 4 bytes of their SHA-256, little-endian; never 0 (0 says
+    "not given")."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little") + p)
+    return int.from_bytes(h.digest()[:4], "little") or 1
+
+
 # -- host -> core ----------------------------------------------------------------------------
 
 def encode_identify() -> bytes:
@@ -272,6 +317,10 @@ def encode_read(space: int, addr: int, count: int) -> bytes:
     return ADDR_HEAD.pack(Command.READ, space, addr, count)
 
 
+def encode_crc(space: int, addr: int, count: int) -> bytes:
+    return ADDR_HEAD.pack(Command.CRC, space, addr, count)
+
+
 def encode_reset_state() -> bytes:
     return bytes([Command.RESET_STATE])
 
@@ -297,11 +346,19 @@ def encode_reset_counters() -> bytes:
 
 # -- core -> host: what the core sends (gateware ROM, fake cores, tests) ---------------------
 
-def identify_reply(core) -> bytes:
-    """The 35-byte IDENTIFY reply of a core (a ``CoreConfig``), status included. The
-    gateware sends exactly these bytes (its ROM is built from this function)."""
+def identify_reply(core, build_id: int = 0) -> bytes:
+    """The IDENTIFY reply (:data:`IDENTIFY_BYTES`, status included) of a core (a
+    ``CoreConfig``) built with ``build_id`` (a u32). The gateware sends exactly these bytes
+    (its ROM is built from this function)."""
+    if not 0 <= build_id < 1 << 32:
+        raise ValueError(f"build_id = {build_id} does not fit its u32")
     return _IDENT.pack(Status.OK, MAGIC, VERSION, core.lanes,
-                       *(core.size(s) for s in Space), core.max_topk, len(Counter))
+                       *(core.size(s) for s in Space), core.max_topk, len(Counter), build_id)
+
+
+def encode_crc_reply(crc: int) -> bytes:
+    """CRC's whole reply when OK: status and the u32."""
+    return bytes([Status.OK]) + CRC_VALUE.pack(crc)
 
 
 def encode_trace(tag: int, values) -> bytes:
@@ -339,6 +396,7 @@ class Identity(NamedTuple):
     words: dict          # Space -> word count
     max_topk: int
     n_counters: int
+    build_id: int = 0
 
     @property
     def counter_names(self) -> tuple[str, ...]:
@@ -410,10 +468,15 @@ def read_identify(read: Reader) -> Identity:
     if version != VERSION:
         raise VersionMismatch(version)
     rest = _IDENT.size - 7
-    vals = struct.unpack(f"<H{len(Space)}IBB", read(rest))
+    vals = struct.unpack(f"<H{len(Space)}IBBI", read(rest))
     return Identity(version=version, lanes=vals[0],
                     words={s: vals[1 + i] for i, s in enumerate(Space)},
-                    max_topk=vals[-2], n_counters=vals[-1])
+                    max_topk=vals[-3], n_counters=vals[-2], build_id=vals[-1])
+
+
+def read_crc(read: Reader) -> int:
+    """CRC's u32 after its OK status."""
+    return CRC_VALUE.unpack(read(CRC_VALUE.size))[0]
 
 
 def read_counter_values(read: Reader, n_counters: int) -> tuple[int, ...]:

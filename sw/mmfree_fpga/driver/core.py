@@ -4,7 +4,10 @@ Every reply's status is checked: anything but OK raises :class:`CoreError` namin
 command and the status. A RUN whose sequencer stopped raises :class:`SequencerError`
 (after the whole reply has been read, so the link stays in step) carrying the partial
 result. Large writes and reads go in chunks of ``chunk_bytes`` of payload (one NumPy
-conversion for the whole array, then slices).
+conversion for the whole array, then slices). An upload is verified with the core's CRC
+command (``write(..., verify=True)`` or :meth:`CoreDriver.verify`): one CRC of the whole
+range, computed by the core from its memory, against ``commands.words_crc`` of the words
+sent; a mismatch raises :class:`VerifyError`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ class CoreError(RuntimeError):
         self.command, self.status = command, status
         name = status.name if isinstance(status, C.Status) else f"unknown status {status}"
         super().__init__(f"{command}: the core answered {name}")
+
+
+class VerifyError(RuntimeError):
+    """A range's CRC on the core is not that of the words the host wrote there."""
+
+    def __init__(self, space: Space, addr: int, count: int, device: int, host: int):
+        self.space, self.addr, self.count = Space(space), addr, count
+        self.device, self.host = device, host
+        super().__init__(f"{self.space.name}[{addr}:+{count}] does not hold what was written: "
+                         f"the core's CRC is 0x{device:08x}, the words sent give "
+                         f"0x{host:08x}")
 
 
 @dataclass
@@ -84,8 +98,8 @@ class CoreDriver:
     # -- commands ---------------------------------------------------------------------------
 
     def identify(self) -> C.Identity:
-        """IDENTIFY: the core's version, lanes, space sizes, max_topk and counter count.
-        A core of another command-set version is refused (``commands.VersionMismatch``,
+        """IDENTIFY: the core's version, lanes, space sizes, max_topk, counter count and
+        build id. A core of another command-set version is refused (``commands.VersionMismatch``,
         naming both versions)."""
         self.transport.write(C.encode_identify())
         self._status("IDENTIFY")
@@ -95,9 +109,11 @@ class CoreDriver:
     def word_bytes(self, space: Space) -> int:
         return C.word_bytes(space, self.identity.lanes)
 
-    def write(self, space: Space, addr: int, words) -> None:
+    def write(self, space: Space, addr: int, words, verify: bool = False) -> None:
         """Write ``words`` (see ``commands.words_to_bytes``: uint8 rows, or integers) at
-        ``addr`` of ``space``. Chunks are sent back to back, then their statuses read."""
+        ``addr`` of ``space``. Chunks are sent back to back, then their statuses read.
+        ``verify``: then one CRC of the whole range must equal that of the bytes sent
+        (:class:`VerifyError` if not)."""
         space = Space(space)
         nb = self.word_bytes(space)
         data = C.words_to_bytes(space, words, self.identity.lanes)
@@ -116,6 +132,29 @@ class CoreDriver:
                 bad = s
         if bad is not None:
             raise CoreError(f"WRITE {space.name}[{addr}:+{count}]", bad)
+        if verify:
+            self._check_crc(space, addr, count, C.words_crc(space, words, self.identity.lanes))
+
+    def crc(self, space: Space, addr: int, count: int) -> int:
+        """CRC: the core's CRC-32 (``zlib.crc32``) of the bytes a READ of ``count`` words
+        from ``addr`` of ``space`` would return, without the words crossing the link."""
+        space = Space(space)
+        self.transport.write(C.encode_crc(space, addr, count))
+        self._status(f"CRC {space.name}[{addr}:+{count}]")
+        return C.read_crc(self._read)
+
+    def verify(self, space: Space, addr: int, words) -> None:
+        """Check that ``addr`` of ``space`` holds ``words`` (any form ``write`` takes) with
+        one CRC (:class:`VerifyError` if not)."""
+        space = Space(space)
+        lanes = self.identity.lanes
+        count = len(C.words_to_bytes(space, words, lanes)) // self.word_bytes(space)
+        self._check_crc(space, addr, count, C.words_crc(space, words, lanes))
+
+    def _check_crc(self, space: Space, addr: int, count: int, host: int) -> None:
+        device = self.crc(space, addr, count)
+        if device != host:
+            raise VerifyError(space, addr, count, device, host)
 
     def read(self, space: Space, addr: int, count: int) -> np.ndarray:
         """``count`` words from ``addr`` of ``space`` (``commands.bytes_to_words``: int16 /
