@@ -102,3 +102,20 @@ def test_crc_refusals(device):
     device.transport.write(C.encode_crc(len(Space), 0, 1))
     assert C.read_status(device.transport.read) == C.Status.BAD_SPACE
     assert device.identify().version == C.VERSION                 # still in step
+
+
+def test_upload_is_skipped_when_the_device_holds_the_model(device, images, capsys):
+    """The backend's upload: a device that already holds the images (every CRC matches) is
+    not written again; a changed word makes it write everything and verify."""
+    from mmfree_fpga.driver.backend import upload
+
+    r = upload(device, images, progress=lambda *a: None)
+    assert r["skipped"] and r["bytes"] == 0
+    assert "already on the device" in capsys.readouterr().err
+    small = {Space.PROGRAM: images[Space.PROGRAM]}
+    device.write(Space.PROGRAM, 3, [0])                    # the device now differs
+    seen = []
+    r = upload(device, small, progress=lambda done, total, t: seen.append((done, total)))
+    assert not r["skipped"] and r["bytes"] == len(images[Space.PROGRAM]) * 16
+    assert seen[-1][0] == seen[-1][1] == r["bytes"]
+    device.verify(Space.PROGRAM, 0, images[Space.PROGRAM])

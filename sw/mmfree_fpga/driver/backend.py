@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .. import commands as C
 from .. import numerics as N
 from ..compiler import Compiled
 from ..generate import BackendError
@@ -73,12 +74,26 @@ UPLOAD_SLICE_BYTES = 1 << 16
 
 
 def upload(driver: CoreDriver, images: dict, progress=None) -> dict:
-    """Write every memory image (``{space: words}``) from address 0, reporting progress.
+    """Put every memory image (``{space: words}``, each from address 0) on the device and
+    verify it with the core's CRC before the first token.
 
-    ``progress(done_bytes, total_bytes, elapsed_s)`` is called after every slice; None
-    draws a bar on stderr when it is a terminal and prints nothing otherwise. Returns
-    ``{"bytes", "seconds", "bytes_per_s"}`` (a line on stderr says it either way).
+    A device that already holds the images (every range's CRC is the host's: the same
+    model loaded earlier, e.g. a board between two runs) is not written again. Otherwise
+    each space is written in slices and then checked with one CRC (``VerifyError`` if it
+    does not hold what was sent). ``progress(done_bytes, total_bytes, elapsed_s)`` is
+    called after every slice; None draws a bar on stderr when it is a terminal. Returns
+    ``{"bytes", "seconds", "bytes_per_s", "skipped"}``; a line on stderr says it.
     """
+    lanes = driver.identity.lanes
+    want = {s: (len(w), C.words_crc(s, w, lanes)) for s, w in images.items()}
+    t0 = time.perf_counter()
+    # smallest first: a fresh device differs at once, so the check costs it next to nothing
+    if all(driver.crc(s, 0, n) == crc for s, (n, crc) in sorted(want.items(),
+                                                                 key=lambda e: e[1][0])):
+        dt = time.perf_counter() - t0
+        print(f"the model is already on the device (every memory's CRC matches; checked "
+              f"in {dt:.1f} s): not uploaded again", file=sys.stderr)
+        return {"bytes": 0, "seconds": dt, "bytes_per_s": 0.0, "skipped": True}
     sizes = {s: len(w) * driver.word_bytes(s) for s, w in images.items()}
     total = sum(sizes.values())
     if progress is None and sys.stderr.isatty():
@@ -93,13 +108,15 @@ def upload(driver: CoreDriver, images: dict, progress=None) -> dict:
             done += len(chunk) * per_word
             if progress:
                 progress(done, total, time.perf_counter() - t0)
+        n, crc = want[space]
+        driver.check_crc(space, 0, n, crc)
     dt = time.perf_counter() - t0
     if progress is _bar:
         print(file=sys.stderr)
     rate = total / dt if dt > 0 else float("inf")
-    print(f"loaded the model: {total:,} bytes in {dt:.1f} s ({rate / 1e6:.2f} MB/s)",
-          file=sys.stderr)
-    return {"bytes": total, "seconds": dt, "bytes_per_s": rate}
+    print(f"loaded the model: {total:,} bytes in {dt:.1f} s ({rate / 1e6:.2f} MB/s), "
+          f"verified by CRC", file=sys.stderr)
+    return {"bytes": total, "seconds": dt, "bytes_per_s": rate, "skipped": False}
 
 
 def _bar(done: int, total: int, elapsed: float) -> None:

@@ -133,7 +133,7 @@ class CoreDriver:
         if bad is not None:
             raise CoreError(f"WRITE {space.name}[{addr}:+{count}]", bad)
         if verify:
-            self._check_crc(space, addr, count, C.words_crc(space, words, self.identity.lanes))
+            self.check_crc(space, addr, count, C.words_crc(space, words, self.identity.lanes))
 
     def crc(self, space: Space, addr: int, count: int) -> int:
         """CRC: the core's CRC-32 (``zlib.crc32``) of the bytes a READ of ``count`` words
@@ -149,9 +149,10 @@ class CoreDriver:
         space = Space(space)
         lanes = self.identity.lanes
         count = len(C.words_to_bytes(space, words, lanes)) // self.word_bytes(space)
-        self._check_crc(space, addr, count, C.words_crc(space, words, lanes))
+        self.check_crc(space, addr, count, C.words_crc(space, words, lanes))
 
-    def _check_crc(self, space: Space, addr: int, count: int, host: int) -> None:
+    def check_crc(self, space: Space, addr: int, count: int, host: int) -> None:
+        """:class:`VerifyError` unless the core's CRC of the range is ``host``."""
         device = self.crc(space, addr, count)
         if device != host:
             raise VerifyError(space, addr, count, device, host)
