@@ -236,7 +236,7 @@ def test_clean_link_costs_one_frame_per_command():
 
 def test_big_write_is_refused_with_advice_and_chunk_bytes_fixes_it():
     core, dev, faulty, rec, ft = make_link(2)
-    drv = CoreDriver(ft)                                 # chunk_bytes 65536: too big
+    drv = CoreDriver(ft, chunk_bytes=1 << 16)            # too big for a frame
     words = np.arange(2000, dtype=np.int32) % 64
     cfg = CoreConfig(lanes=32, weight_words=48, param_words=4096, embed_words=96,
                      scratch_words=32, program_words=16, max_d=32, max_n=16, max_inter=32,
@@ -252,12 +252,23 @@ def test_big_write_is_refused_with_advice_and_chunk_bytes_fixes_it():
     assert ft.stats.frames_sent == 1 + 4 + 4
 
 
-def test_long_prompt_is_refused_clearly():
+def test_long_prompt_is_refused_clearly_and_the_driver_splits_it():
     core, dev, faulty, rec, ft = make_link(3)
-    drv = CoreDriver(ft)
+    drv = CoreDriver(ft)                # takes max_write_data / max_run_tokens from ft
+    assert drv.chunk_bytes == ft.max_write_data
+    drv.identify()
     with pytest.raises(LinkError, match="at most 511 token ids"):
-        drv.run(list(range(600)), 1)
+        ft.write(C.encode_run(list(range(600)), 1))    # one RUN command: does not fit
     assert drv.run(list(range(511)), 1).ids.size == 1  # the limit itself fits
+    drv.reset_state()
+    sent = ft.stats.frames_sent
+    res = drv.run(list(range(600)), 2)                 # two RUNs: 511 + 89
+    assert ft.stats.frames_sent - sent == 2
+    h = 0
+    for t in range(600):
+        h = chain(h, t)
+    assert [t for t, _ in res.traces] == list(range(600))
+    assert list(res.ids) == candidates(h, 2)[0]
 
 
 def test_weights_write_before_identify_learns_lanes():

@@ -65,9 +65,10 @@ class CoreDriver:
     """Drives one core through a :class:`Transport`. The first call that needs the core's
     parameters (word widths, counter count) runs IDENTIFY, which checks magic and version."""
 
-    def __init__(self, transport: Transport, chunk_bytes: int = 1 << 16):
+    def __init__(self, transport: Transport, chunk_bytes: int | None = None):
         self.transport = transport
-        self.chunk_bytes = chunk_bytes
+        # a framed transport says how many bytes of words one WRITE frame carries
+        self.chunk_bytes = chunk_bytes or getattr(transport, "max_write_data", 1 << 16)
         self._identity: C.Identity | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -178,15 +179,18 @@ class CoreDriver:
 
     def run(self, tokens, topk: int, check: bool = True) -> RunResult:
         """Run ``tokens`` one after another; candidates (``topk``) for the last one only.
-        More than one RUN's worth (65,535) is sent as several RUNs. ``check``: raise
+        More than one RUN's worth (65,535, or the transport's ``max_run_tokens``: a frame
+        of the framed link holds 511) is sent as several RUNs. ``check``: raise
         :class:`SequencerError` if the sequencer stopped (else ``result.error`` says so)."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if len(tokens) == 0:
             raise ValueError("run needs at least one token")
         n_ctr = self.identity.n_counters
         result = RunResult()
-        for first in range(0, len(tokens), C.MAX_RUN_TOKENS):
-            part = tokens[first:first + C.MAX_RUN_TOKENS]
+        per_run = min(C.MAX_RUN_TOKENS, getattr(self.transport, "max_run_tokens",
+                                                C.MAX_RUN_TOKENS))
+        for first in range(0, len(tokens), per_run):
+            part = tokens[first:first + per_run]
             last = first + len(part) == len(tokens)
             self.transport.write(C.encode_run(part, topk if last else 0))
             self._status(f"RUN of {len(part)} tokens, topk {topk if last else 0}")
