@@ -119,3 +119,18 @@ def test_upload_is_skipped_when_the_device_holds_the_model(device, images, capsy
     assert not r["skipped"] and r["bytes"] == len(images[Space.PROGRAM]) * 16
     assert seen[-1][0] == seen[-1][1] == r["bytes"]
     device.verify(Space.PROGRAM, 0, images[Space.PROGRAM])
+
+
+def test_cli_info_of_the_simulated_accelerator(capsys):
+    """``mmfree-fpga info --backend sim``: IDENTIFY's fields, and a fresh device does not
+    hold the model."""
+    import json
+
+    from mmfree_fpga.cli import main
+
+    assert main(["info", "--backend", "sim", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backend"] == "sim" and info["lanes"] == SIM.lanes
+    assert info["command_set_version"] == C.VERSION
+    assert info["words"]["WEIGHTS"] == SIM.weight_words
+    assert info["model_loaded"] is False

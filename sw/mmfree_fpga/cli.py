@@ -147,9 +147,51 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .export import image_info
+    """An image's sections, or (no image) the device: what IDENTIFY says and whether the
+    model (``--model``) is on it."""
+    if args.image:
+        from .export import image_info
 
-    print(image_info(args.image))
+        print(image_info(args.image))
+        return 0
+    from . import commands as C
+    from .compiler import DoesNotFit, compile_model
+    from .driver.devices import open_backend_driver
+    from .driver.serial_port import DEFAULT_BAUD
+
+    model_path = Path(args.model)
+    image = _image_of(DEFAULT_IMAGE if model_path == DEFAULT_MODEL else model_path)
+    driver, core, name = open_backend_driver(args.backend, args.port,
+                                             args.baud or DEFAULT_BAUD)
+    try:
+        ident = driver.identify()
+        info = {"backend": name, "command_set_version": ident.version,
+                "build_id": f"0x{ident.build_id:08x}", "lanes": ident.lanes,
+                "max_topk": ident.max_topk,
+                "words": {C.Space(s).name: n for s, n in ident.words.items()}}
+        try:
+            compiled = compile_model(image, core)
+            lanes = ident.lanes
+            info["model_loaded"] = all(
+                driver.crc(s, 0, len(w)) == C.words_crc(s, w, lanes)
+                for s, w in compiled.images().items())
+        except DoesNotFit as e:
+            info["model_loaded"] = False
+            info["model_fits"] = str(e)
+    finally:
+        driver.close()
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:22s} {v}")
+    return 0
+
+
+def _cmd_load(args) -> int:
+    """Upload the model to the device and verify it (skipped if it is already there)."""
+    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud)
+    backend.close()
     return 0
 
 
@@ -264,9 +306,21 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", required=True, help="image file to write")
     x.set_defaults(func=_cmd_export)
 
-    i = sub.add_parser("info", help="describe and verify a model image")
-    i.add_argument("image")
+    i = sub.add_parser("info", help="describe and verify a model image, or (no image) "
+                                    "the accelerator and whether the model is on it")
+    i.add_argument("image", nargs="?")
+    i.add_argument("--backend", choices=("auto", "sim", "serial"), default="auto")
+    i.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="the model to look for on the device")
+    i.add_argument("--json", action="store_true")
+    _link_args(i)
     i.set_defaults(func=_cmd_info)
+
+    ld = sub.add_parser("load", help="upload a model to the accelerator and verify it")
+    ld.add_argument("--model", default=str(DEFAULT_MODEL))
+    ld.add_argument("--backend", choices=("auto", "sim", "serial"), default="auto")
+    _link_args(ld)
+    ld.set_defaults(func=_cmd_load)
 
     f = sub.add_parser("fidelity", help="golden (integer) model vs float model")
     f.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder")
