@@ -3,8 +3,9 @@
 Runs a prompt and then ``tokens`` greedy tokens on the device and, for comparison, on the
 golden model in the same process; reports the host's tokens/s for both, the core's own
 cycle counters per generated token with their breakdown, the ideal (ternary weights ÷
-lanes: every weight streams once per token, one word per cycle), and whether the two
-produced the same tokens (they must: the golden model is the contract).
+lanes: every weight streams once per token, one word per cycle), whether the two produced
+the same tokens (they must: the golden model is the contract), and, over a framed link,
+its frames and bytes per token each way.
 """
 
 from __future__ import annotations
@@ -35,10 +36,22 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
     logits = backend.prefill(prompt_ids)
     first = int(np.argmax(logits))
     backend.driver.reset_counters()
+    stats = getattr(backend.driver.transport, "stats", None)    # a framed link's
+    before = None if stats is None else (stats.frames_sent, stats.bytes_sent,
+                                         stats.bytes_received)
     seq, t0 = [first], time.perf_counter()
     for _ in range(tokens - 1):
         seq.append(int(np.argmax(backend.step(seq[-1]))))
     wall = time.perf_counter() - t0
+    link = None
+    if stats is not None:
+        n = tokens - 1
+        frames, sent, received = (stats.frames_sent - before[0], stats.bytes_sent - before[1],
+                                  stats.bytes_received - before[2])
+        link = {"frames_per_token": frames / n, "bytes_to_device_per_token": sent / n,
+                "bytes_from_device_per_token": received / n,
+                # what a 3 Mbaud UART (10 bits a byte) would spend per token on these bytes
+                "uart_3mbaud_ms_per_token": max(sent, received) / n * 10 / 3e6 * 1e3}
     c = backend.driver.counters()
     steps = c["TOKENS"]
     gold = golden.GoldenBackend(compiled.layout)
@@ -59,6 +72,7 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
         "breakdown_per_token": {k.lower(): v for k, v in per.items() if k != "CYCLES"},
         "golden_tokens_per_s": gsteps / gwall,
         "identical_to_golden": seq == want,
+        "link": link,
     }
 
 
@@ -77,5 +91,12 @@ def table(r: dict) -> str:
         ("simulated cycles/s", f"{r['simulated_cycles_per_s']:,.0f}"),
         ("greedy tokens identical to golden", str(r["identical_to_golden"])),
     ]
+    if r.get("link"):
+        lk = r["link"]
+        rows += [("link frames/token (each way)", f"{lk['frames_per_token']:.2f}"),
+                 ("link bytes/token to / from device",
+                  f"{lk['bytes_to_device_per_token']:.0f} / "
+                  f"{lk['bytes_from_device_per_token']:.0f}"),
+                 ("  at 3 Mbaud that is (ms/token)", f"{lk['uart_3mbaud_ms_per_token']:.3f}")]
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{w}}  {v}" for a, v in rows)

@@ -46,6 +46,8 @@ def _cmd_run(args) -> int:
                else _tokenizer_from_bytes(backend.model.layout.tokenizer_json))
     else:
         backend = _accelerator_backend(model_path, args.backend, args.port, args.baud)
+        if args.temperature <= 0:     # greedy needs the best candidate only: 8 reply bytes
+            backend.topk = 1          # a token, not 512 (the core's ties go to the lower id)
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
@@ -215,6 +217,7 @@ def _cmd_bench(args) -> int:
     if args.tokens < 2:
         raise UsageError("--tokens must be at least 2")
     backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud)
+    backend.topk = 1                  # greedy, as `run --temperature 0` does
     try:
         tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
         r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
