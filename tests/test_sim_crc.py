@@ -110,14 +110,15 @@ def test_upload_is_skipped_when_the_device_holds_the_model(device, images, capsy
     from mmfree_fpga.driver.backend import upload
 
     r = upload(device, images, progress=lambda *a: None)
-    assert r["skipped"] and r["bytes"] == 0
+    assert sorted(r["skipped"]) == sorted(images) and r["bytes"] == 0
     assert "already on the device" in capsys.readouterr().err
-    small = {Space.PROGRAM: images[Space.PROGRAM]}
-    device.write(Space.PROGRAM, 3, [0])                    # the device now differs
+    device.write(Space.PROGRAM, 3, [0])      # PROGRAM now differs, as after a broken upload
     seen = []
-    r = upload(device, small, progress=lambda done, total, t: seen.append((done, total)))
-    assert not r["skipped"] and r["bytes"] == len(images[Space.PROGRAM]) * 16
+    r = upload(device, images, progress=lambda done, total, t: seen.append((done, total)))
+    assert Space.PROGRAM not in r["skipped"] and len(r["skipped"]) == len(images) - 1
+    assert r["bytes"] == len(images[Space.PROGRAM]) * 16       # only that space resent
     assert seen[-1][0] == seen[-1][1] == r["bytes"]
+    assert "PARAMS" in capsys.readouterr().err                  # "... already there"
     device.verify(Space.PROGRAM, 0, images[Space.PROGRAM])
 
 

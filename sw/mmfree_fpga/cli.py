@@ -125,7 +125,7 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     except BaseException:
         driver.close()
         raise
-    return AcceleratorBackend(driver, compiled, name=name)
+    return AcceleratorBackend(driver, compiled, name=name, fresh=name == "sim")  # a new process
 
 
 def _tokenizer_from_bytes(data: bytes):

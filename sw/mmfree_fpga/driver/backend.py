@@ -25,11 +25,11 @@ from .core import CoreDriver
 
 
 class AcceleratorBackend:
-    """Loads ``compiled`` into the core behind ``driver`` (:func:`upload`; ``progress`` as
-    there) and runs tokens on it."""
+    """Loads ``compiled`` into the core behind ``driver`` (:func:`upload`; ``progress`` and
+    ``fresh`` as there) and runs tokens on it."""
 
     def __init__(self, driver: CoreDriver, compiled: Compiled, name: str = "sim",
-                 topk: int | None = None, progress=None):
+                 topk: int | None = None, progress=None, fresh: bool = False):
         self.driver, self.compiled, self.name = driver, compiled, name
         self.config = compiled.config
         ident = driver.identify()
@@ -41,7 +41,7 @@ class AcceleratorBackend:
                 f"lanes and spaces {_sizes(ident.words)}, the compiler's core "
                 f"{core.lanes} lanes and {_sizes(want)}")
         self.topk = min(ident.max_topk, self.config.vocab_size) if topk is None else topk
-        self.upload = upload(driver, compiled.images(), progress)
+        self.upload = upload(driver, compiled.images(), progress, fresh=fresh)
         self.counters: dict = {}
         self.cycles = 0
         self.tokens = 0
@@ -73,33 +73,34 @@ def _sizes(words: dict) -> str:
 UPLOAD_SLICE_BYTES = 1 << 16
 
 
-def upload(driver: CoreDriver, images: dict, progress=None) -> dict:
+def upload(driver: CoreDriver, images: dict, progress=None, fresh: bool = False) -> dict:
     """Put every memory image (``{space: words}``, each from address 0) on the device and
     verify it with the core's CRC before the first token.
 
-    A device that already holds the images (every range's CRC is the host's: the same
-    model loaded earlier, e.g. a board between two runs) is not written again. Otherwise
-    each space is written in slices and then checked with one CRC (``VerifyError`` if it
-    does not hold what was sent). ``progress(done_bytes, total_bytes, elapsed_s)`` is
-    called after every slice; None draws a bar on stderr when it is a terminal. Returns
-    ``{"bytes", "seconds", "bytes_per_s", "skipped"}``; a line on stderr says it.
+    A space that already holds its image (its CRC is the host's: the same model loaded
+    earlier, e.g. on a board between two runs, or an upload that a link error broke off
+    after that space) is not written again; ``fresh=True`` (a device just started, like a
+    new simulator) skips that check. Every space written is then checked with one CRC
+    (``VerifyError`` if it does not hold what was sent). ``progress(done_bytes,
+    total_bytes, elapsed_s)`` is called after every slice; None draws a bar on stderr when
+    it is a terminal. Returns ``{"bytes", "seconds", "bytes_per_s", "skipped"}`` (skipped:
+    the spaces already there); a line on stderr says it.
     """
     lanes = driver.identity.lanes
     want = {s: (len(w), C.words_crc(s, w, lanes)) for s, w in images.items()}
     t0 = time.perf_counter()
-    # smallest first: a fresh device differs at once, so the check costs it next to nothing
-    if all(driver.crc(s, 0, n) == crc for s, (n, crc) in sorted(want.items(),
-                                                                 key=lambda e: e[1][0])):
+    there = [] if fresh else [s for s, (n, crc) in want.items() if driver.crc(s, 0, n) == crc]
+    todo = {s: w for s, w in images.items() if s not in there}
+    if not todo:
         dt = time.perf_counter() - t0
         print(f"the model is already on the device (every memory's CRC matches; checked "
               f"in {dt:.1f} s): not uploaded again", file=sys.stderr)
-        return {"bytes": 0, "seconds": dt, "bytes_per_s": 0.0, "skipped": True}
-    sizes = {s: len(w) * driver.word_bytes(s) for s, w in images.items()}
-    total = sum(sizes.values())
+        return {"bytes": 0, "seconds": dt, "bytes_per_s": 0.0, "skipped": there}
+    total = sum(len(w) * driver.word_bytes(s) for s, w in todo.items())
     if progress is None and sys.stderr.isatty():
         progress = _bar
-    done, t0 = 0, time.perf_counter()
-    for space, words in images.items():
+    done = 0
+    for space, words in todo.items():
         per_word = driver.word_bytes(space)
         step = max(1, UPLOAD_SLICE_BYTES // per_word)
         for a in range(0, len(words), step):
@@ -114,9 +115,10 @@ def upload(driver: CoreDriver, images: dict, progress=None) -> dict:
     if progress is _bar:
         print(file=sys.stderr)
     rate = total / dt if dt > 0 else float("inf")
+    kept = f"; {', '.join(Space(s).name for s in there)} already there" if there else ""
     print(f"loaded the model: {total:,} bytes in {dt:.1f} s ({rate / 1e6:.2f} MB/s), "
-          f"verified by CRC", file=sys.stderr)
-    return {"bytes": total, "seconds": dt, "bytes_per_s": rate, "skipped": False}
+          f"verified by CRC{kept}", file=sys.stderr)
+    return {"bytes": total, "seconds": dt, "bytes_per_s": rate, "skipped": there}
 
 
 def _bar(done: int, total: int, elapsed: float) -> None:
