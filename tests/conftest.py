@@ -16,3 +16,15 @@ def tiny_model() -> HGRNBitForCausalLM:
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def device():
+    """A driver for a fresh simulated accelerator of the SIM configuration (tests that use it
+    call ``sim_device.require_verilator()`` at module level)."""
+    from mmfree_fpga.core_config import SIM
+    from mmfree_fpga.driver.simulator import open_simulator
+
+    drv = open_simulator(SIM)     # the build is cached: only the first module waits for it
+    yield drv
+    drv.close()

@@ -279,6 +279,17 @@ def test_weights_write_before_identify_learns_lanes():
     assert ft.lanes == 32 and core.executed[0] == C.encode_identify()
 
 
+def lose_next_reply(dev):
+    """The device executes the next bytes it receives, but their reply never arrives."""
+    real = dev.device.receive
+
+    def receive(data):
+        real(data)
+        dev.device.out.clear()
+        dev.device.receive = real
+    dev.device.receive = receive
+
+
 def test_lost_run_reply_is_replayed_and_results_are_exact():
     """Every reply frame of the 3rd RUN is lost: REPEAT, then the replay."""
     core, dev, faulty, rec, ft = make_link(5)
@@ -293,13 +304,7 @@ def test_lost_run_reply_is_replayed_and_results_are_exact():
     for tokens, lost in zip(runs, lose, strict=True):
         want = clean(C.encode_run(tokens, 3))
         if lost:
-            real_receive = dev.device.receive
-
-            def receive(data, real=real_receive):
-                real(data)
-                dev.device.out.clear()                   # the reply never arrives
-                dev.device.receive = real
-            dev.device.receive = receive
+            lose_next_reply(dev)
         res = drv.run(tokens, 3)
         recs = C.read_run_records(C.bytes_reader(want[1:]), len(C.Counter))
         assert list(res.ids) == list(recs[-2].ids)
@@ -318,13 +323,7 @@ def test_lost_run_reply_after_a_write_cannot_be_replayed():
     drv.reset_state()
     drv.run([1], 0)
     drv.write(Space.PARAMS, 0, [1, 2])
-    real = dev.device.receive
-
-    def receive(data):
-        real(data)
-        dev.device.out.clear()
-        dev.device.receive = real
-    dev.device.receive = receive
+    lose_next_reply(dev)
     with pytest.raises(LinkError, match="cannot be replayed.*WRITE came after"):
         drv.run([2], 1)
 
@@ -463,13 +462,7 @@ def test_replay_after_sequencer_error_is_refused():
     drv = CoreDriver(ft)
     drv.reset_state()
     drv.run([1, TOKEN_LIMIT], 0, check=False)
-    real = dev.device.receive
-
-    def receive(data):
-        real(data)
-        dev.device.out.clear()
-        dev.device.receive = real
-    dev.device.receive = receive
+    lose_next_reply(dev)
     with pytest.raises(LinkError, match="cannot be replayed.*stopped"):
         drv.run([2], 1)
 

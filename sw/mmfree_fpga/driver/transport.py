@@ -49,7 +49,34 @@ class Transport(abc.ABC):
         self.close()
 
 
-class SubprocessTransport(Transport):
+class BufferedTransport(Transport):
+    """A transport that keeps what has arrived in ``_buf``: ``read`` and ``read_some`` take
+    from it. Subclasses set ``_buf`` and ``_closed`` and implement :meth:`_await_bytes`."""
+
+    _buf: bytearray
+    _closed: bool
+
+    @abc.abstractmethod
+    def _await_bytes(self, timeout: float) -> None:
+        """Add what arrives within ``timeout`` seconds to ``_buf`` (possibly nothing)."""
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LinkError("read on a closed transport")
+
+    def read_some(self, max_n: int, timeout: float) -> bytes:
+        self._check_open()
+        if not self._buf:
+            self._await_bytes(timeout)
+        return self._take(max_n)
+
+
+class SubprocessTransport(BufferedTransport):
     """Pipes to a child process that reads command bytes on stdin and writes replies on
     stdout (the simulated accelerator: ``SubprocessTransport([str(binary)])``).
 
@@ -133,25 +160,16 @@ class SubprocessTransport(Transport):
                 view = view[n:]
 
     def read(self, n: int) -> bytes:
-        if self._closed:
-            raise LinkError("read on a closed transport")
+        self._check_open()
         while len(self._buf) < n:
             self._wait([self._out], [], f"waiting for {n - len(self._buf)} of {n} bytes")
             self._pull(f"end of stream after {len(self._buf)} of {n} bytes")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+        return self._take(n)
 
-    def read_some(self, max_n: int, timeout: float) -> bytes:
-        if self._closed:
-            raise LinkError("read on a closed transport")
-        if not self._buf:
-            r, _, _ = select.select([self._out], [], [], timeout)
-            if r:
-                self._pull("end of stream")
-        out = bytes(self._buf[:max_n])
-        del self._buf[:max_n]
-        return out
+    def _await_bytes(self, timeout: float) -> None:
+        r, _, _ = select.select([self._out], [], [], timeout)
+        if r:
+            self._pull("end of stream")
 
     def close(self) -> None:
         if self._closed:
