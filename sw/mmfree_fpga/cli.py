@@ -45,9 +45,10 @@ def _cmd_run(args) -> int:
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.model.layout.tokenizer_json))
     else:
-        backend = _accelerator_backend(model_path, args.backend, args.port, args.baud)
-        if args.temperature <= 0:     # greedy needs the best candidate only: 8 reply bytes
-            backend.topk = 1          # a token, not 512 (the core's ties go to the lower id)
+        # greedy needs the best candidate only: 8 reply bytes a token, not 512 (the core's
+        # ties go to the lower id, as argmax's)
+        backend = _accelerator_backend(model_path, args.backend, args.port, args.baud,
+                                       topk=1 if args.temperature <= 0 else None)
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
@@ -104,9 +105,10 @@ def _image_of(model_path: Path):
     return model_path
 
 
-def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=None):
+def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=None,
+                         topk: int | None = None):
     """An accelerator (``kind``: sim, serial or auto) with the model compiled for its core
-    and loaded."""
+    and loaded; ``topk``: candidates per token (None: the core's most)."""
     from .compiler import DoesNotFit, compile_model
     from .driver.backend import AcceleratorBackend
     from .driver.devices import open_backend_driver
@@ -125,7 +127,8 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     except BaseException:
         driver.close()
         raise
-    return AcceleratorBackend(driver, compiled, name=name, fresh=name == "sim")  # a new process
+    return AcceleratorBackend(driver, compiled, name=name, topk=topk,
+                              fresh=name == "sim")  # a new simulator holds nothing yet
 
 
 def _tokenizer_from_bytes(data: bytes):
@@ -216,8 +219,8 @@ def _cmd_bench(args) -> int:
 
     if args.tokens < 2:
         raise UsageError("--tokens must be at least 2")
-    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud)
-    backend.topk = 1                  # greedy, as `run --temperature 0` does
+    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud,
+                                   topk=1)          # greedy, as `run --temperature 0` is
     try:
         tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
         r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
