@@ -22,6 +22,10 @@ Everything runs in float32 on the CPU; training may wrap it in bf16 autocast (th
 products then run in bf16, the norms and quantizers stay float32). Recurrent inference steps
 one token at a time with the per-layer state ``h`` kept; the parallel forward evaluates the
 same recurrence with a log-depth scan, and the tests check that the two agree.
+
+Training on a CUDA GPU runs each ``BitLinear`` as the same arithmetic in Triton kernels that
+recompute the quantized activation in the backward pass instead of storing it
+(``fused_bitlinear.py``; ``MMFREE_FUSED_BITLINEAR=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fused_bitlinear as _fused
 from .config import HGRNBitConfig
 
 # The quantizers' constants. The released model (ridgerchu/matmulfreellm, master, HEAD
@@ -141,6 +146,9 @@ class BitLinear(nn.Module):
         return w + (weight_quant(w) - w).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.is_cuda and self._frozen is None
+                and _fused.available(x, self.weight, self.norm.weight)):
+            return _fused.fused_bitlinear(x, self.norm.weight, self.weight, self.norm.eps)
         x = self.norm(x)
         if torch.is_grad_enabled():  # straight-through: quantized forward, identity backward
             x = x + (activation_quant(x) - x).detach()
