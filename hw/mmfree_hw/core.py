@@ -104,6 +104,7 @@ from mmfree_fpga.isa import ErrorCode, MatvecMode, Opcode, Space
 from .command import RUN_LAYOUT, TOKEN_DONE_LAYOUT, mem_access_signature, port_name
 from .elementwise import ElementwiseUnit, Op
 from .engine import TernaryEngine
+from .gating import gate
 from .mlgru import MLGRUUnit
 from .norm import AbsmaxQuantize, Dequantize, RmsRsqrt
 from .pipeline import X, round_half, round_shift_var
@@ -236,9 +237,10 @@ class _Static:
 
 
 class Core(wiring.Component):
-    def __init__(self, cfg: CoreConfig):
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False):
         if cfg.lanes & (cfg.lanes - 1):
             raise ValueError("the core needs a power-of-two lane count")
+        self.gate_idle = gate_idle
         if cfg.max_n & (cfg.max_n - 1):
             raise ValueError("the core needs max_n a power of two (STATE regions)")
         self.cfg = cfg
@@ -296,12 +298,32 @@ class Core(wiring.Component):
         flush = Signal()                     # reset_state: empty the activation queue
         engine = TernaryEngine(lanes, cfg.max_k, -(-cfg.max_rows // lanes))
         m.submodules.engine = ResetInserter(flush)(engine)
-        m.submodules.rms = rms = RmsRsqrt(cfg.max_k)
-        m.submodules.quant = quant = AbsmaxQuantize(cfg.max_k)
+        # The simulator gates the clocks of these units while they are idle (gating.py):
+        # each is clocked while a port of it is valid and for ``hold`` cycles after (its
+        # longest stretch of work with no port valid, with room to spare). The norms work
+        # longer than that after their last element (a second pass and a scalar stage,
+        # k + 76 cycles for RmsRsqrt): they are also clocked while their pipe has fed its
+        # whole vector and is still busy (``*_fed``, driven below), not while it waits for
+        # elements that an earlier pipe has still to write.
+        def unit(name, u, hold=16, extra=()):
+            if not self.gate_idle:
+                m.submodules[name] = u
+                return u
+            return gate(m, name, u, hold=hold, extra=extra)
+
+        rms_fed, qnt_fed = Signal(), Signal()
+        rms = unit("rms", RmsRsqrt(cfg.max_k), extra=(rms_fed,))
+        quant = unit("quant", AbsmaxQuantize(cfg.max_k), extra=(qnt_fed,))
         count_bits = ceil_log2(cfg.max_rows + 1)
-        m.submodules.deq = deq = Dequantize(count_bits)
-        m.submodules.mlgru = mlgru = MLGRUUnit(cfg.state_words)
-        m.submodules.elem = elem = ElementwiseUnit()
+        # 23 cycles of scale stage after a scales beat, then 7 per accumulator
+        deq = unit("deq", Dequantize(count_bits), hold=48)
+        mlgru = MLGRUUnit(cfg.state_words)
+        # the host's STATE port reaches the MLGRU's memory (its reads: a cycle, then held)
+        h_state = self.mem_state
+        unit("mlgru", mlgru, hold=mlgru.LATENCY + 16,
+             extra=(h_state.write.valid, h_state.read_addr.valid, h_state.read_data.valid))
+        elem = ElementwiseUnit()
+        unit("elem", elem, hold=elem.LATENCY + 16)
         # Register slices between these units and the SCRATCH write they feed: the vector
         # pipe's write waits on the MATVEC back end's (a shared port), and each unit's
         # o.ready is the global enable of its whole pipeline; the slice's ready is a
@@ -355,6 +377,8 @@ class Core(wiring.Component):
         abits = (sa, pa, ea)
         g_rms = _Gather(m, "g_rms", [scr_rd["rms"]], [par_rd["rms"]], abits=abits)
         g_qnt = _Gather(m, "g_qnt", [scr_rd["quant"]], [par_rd["quant"]], abits=abits)
+        m.d.comb += [rms_fed.eq(busy[RMS_P] & g_rms.active & (g_rms.j == g_rms.length)),
+                     qnt_fed.eq(busy[QNT_P] & g_qnt.active & (g_qnt.j == g_qnt.length))]
         g_mv = _Gather(m, "g_mv", [scr_rd["mv"]], abits=abits)
         g_vec = _Gather(m, "g_vec", [scr_rd["v0"], scr_rd["v1"], scr_rd["v2"]],
                         [par_rd["v0"], par_rd["v1"]], emb_rd, abits=abits)
@@ -628,13 +652,16 @@ class Core(wiring.Component):
 
         # lane serializer: the engine's lanes-wide result -> one accumulator per beat, rows
         # past the product's end dropped; each product's row count comes from the front
-        m.submodules.ser = ser = LaneSerializer(lanes, isa.ROWS_BITS + 1, engine.acc_bits)
+        ser = unit("ser", LaneSerializer(lanes, isa.ROWS_BITS + 1, engine.acc_bits))
         wiring.connect(m, engine.acc, ser.acc)
         m.d.comb += [deq.acc.valid.eq(ser.o.valid), deq.acc.payload.eq(ser.o.payload.acc),
                      ser.o.ready.eq(deq.acc.ready)]
 
         # the top-k unit: candidates of a TOPK MATVEC, largest first, ties to the lower id
-        m.submodules.topk = topk = TopK(cfg.max_topk, isa.ROWS_BITS)
+        # (no pipe: the MATVEC back end is busy nearly all the time, the lm_head's share of
+        # it a twelfth; its candidates' shift, LATENCY, is its only silent work)
+        topk = TopK(cfg.max_topk, isa.ROWS_BITS)
+        unit("topk", topk, hold=topk.LATENCY + 16)
 
         mv_out = Signal(isa.ROWS_BITS + 1)       # dequantized rows taken
         m.d.comb += [deq.scales.payload.act_max.eq(mq.r_data),

@@ -252,18 +252,29 @@ class TernaryEngine(wiring.Component):
         # -- stage 4: decode each lane's code into its addend: +q, ~q (with carry-in: -q) or
         # 0 (also for an empty slot), so stage 5 is one carry chain per lane with nothing in
         # front of it and no enable ---------------------------------------------------------
+        # The addend is stored at the accumulator's width: bits 8 and up are copies of bit 7
+        # (q sign-extended once, for every lane), flip-flops with one D that synthesis
+        # merges into one, so the circuit is the 8-bit one; Verilator then adds it as it
+        # stands instead of sign-extending 128 addends a cycle.
+        width = self.acc_bits
         finish = Signal()                    # stage 5 holds a group's last column
-        addends = [Signal(ACT, name=f"addend{lane}") for lane in range(lanes)]
+        q_wide = Signal(width)
+        m.d.comb += q_wide.eq(q)             # q is signed: sign-extended
+        addends = [Signal(width, name=f"addend{lane}") for lane in range(lanes)]
         negs = [Signal(name=f"neg{lane}") for lane in range(lanes)]
         m.d.sync += finish.eq(s3_valid & s3_last)
         # In logic form (bit 0: nonzero, bit 1: the sign): the same 3-input function per bit
         # as a Mux(pos, q, Mux(neg, ~q, 0)), but Verilator makes it branch-free; with random
-        # ternary codes a branch per lane mispredicts half the time.
+        # ternary codes a branch per lane mispredicts half the time. A bit spread over the
+        # word as Mux(bit, ones, 0), not bit.replicate(): Verilator builds a replication
+        # bit by bit, a Mux of constants in two instructions (and synthesis sees the same
+        # wires in both).
         assert (N.CODE_POS, N.CODE_NEG) == (0b01, 0b11)
+        ones = (1 << width) - 1
         for lane in range(lanes):
             nz = s3_valid & s3_word[N.CODE_BITS * lane]
             sign = s3_word[N.CODE_BITS * lane + 1]
-            m.d.sync += [addends[lane].eq((q ^ sign.replicate(8)) & nz.replicate(8)),
+            m.d.sync += [addends[lane].eq((q_wide ^ Mux(sign, ones, 0)) & Mux(nz, ones, 0)),
                          negs[lane].eq(nz & sign)]
 
         # -- stage 5: accumulate; a group's last column goes to the result register -------
@@ -274,9 +285,11 @@ class TernaryEngine(wiring.Component):
         with m.If(finish):
             m.d.sync += self.acc.valid.eq(1)
         for lane in range(lanes):
-            acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
-            total = Signal(signed(self.acc_bits), name=f"sum{lane}")
-            m.d.comb += total.eq(acc + addends[lane] + negs[lane])
+            acc = Signal(signed(width), name=f"acc{lane}")
+            total = Signal(signed(width), name=f"sum{lane}")
+            # modulo 2^width, as unsigned words (the same bits as the signed sum, which
+            # NUMERICS.md's bound keeps in range), with no sign extension to evaluate
+            m.d.comb += total.eq(acc.as_unsigned() + addends[lane] + negs[lane])
             # Clearing maps to the flip-flops' synchronous reset; no enable.
             with m.If(finish):
                 m.d.sync += [acc.eq(0), result[lane].eq(total)]

@@ -42,6 +42,7 @@ from amaranth import Cat, ClockDomain, ClockSignal, Module, Signal
 from amaranth.hdl import DomainRenamer
 from amaranth.lib import wiring
 
+
 def port_valids(unit: wiring.Component) -> list:
     """The ``valid`` of every stream port of ``unit``'s signature, at any depth."""
     return [value for path, _member, value in unit.signature.flatten(unit)

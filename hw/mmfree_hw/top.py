@@ -21,8 +21,13 @@ from mmfree_fpga.isa import Space
 
 from .command import CommandProcessor, port_name
 from .core import HOST_SPACES, Core
+from .gating import gate
 from .link import FrameLink
 from .weights import WeightMemory
+
+#: The command processor's gating hold (``gate_idle``): longer than any stretch in which it
+#: works with no valid at a port (decoding a header, the CRC unit's pipeline).
+CP_HOLD = 64
 
 
 class Accelerator(wiring.Component):
@@ -41,15 +46,19 @@ class Accelerator(wiring.Component):
     cmd_out: Out(stream.Signature(8))
     busy: Out(1)
 
-    def __init__(self, cfg: CoreConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False):
+        self.cfg, self.gate_idle = cfg, gate_idle
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m.submodules.cp = cp = CommandProcessor(cfg)
-        m.submodules.core = core = Core(cfg)
+        cp = CommandProcessor(cfg)
+        if self.gate_idle:      # simulation only (gating.py); it waits while a token runs
+            gate(m, "cp", cp, hold=CP_HOLD)
+        else:
+            m.submodules.cp = cp
+        m.submodules.core = core = Core(cfg, gate_idle=self.gate_idle)
         m.submodules.weights = wmem = WeightMemory(
             cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
             count_bits=core.weight_count_bits, host_read=True)
@@ -90,14 +99,14 @@ class LinkedAccelerator(wiring.Component):
     cmd_out: Out(stream.Signature(8))
     busy: Out(1)
 
-    def __init__(self, cfg: CoreConfig, **link_args):
-        self.cfg, self.link_args = cfg, link_args
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False, **link_args):
+        self.cfg, self.gate_idle, self.link_args = cfg, gate_idle, link_args
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.link = link = FrameLink(**self.link_args)
-        m.submodules.acc = acc = Accelerator(self.cfg)
+        m.submodules.acc = acc = Accelerator(self.cfg, gate_idle=self.gate_idle)
         wiring.connect(m, wiring.flipped(self.cmd_in), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.cmd_out))
         wiring.connect(m, link.cmd_out, acc.cmd_in)

@@ -25,7 +25,11 @@ from .transport import SubprocessTransport
 SIM_HEARTBEAT = 1 << 20
 
 
-def simulator_binary(core: CoreConfig = SIM, framed: bool = True) -> Path:
+def simulator_binary(core: CoreConfig = SIM, framed: bool = True,
+                     gate_idle: bool = True) -> Path:
+    """The Verilated accelerator, built or from the cache. ``gate_idle``: gate the clocks of
+    idle units (``mmfree_hw.gating``: the same replies, cycle counts included, in less time;
+    False builds the netlist exactly as a board runs it)."""
     try:
         from mmfree_hw.top import Accelerator, LinkedAccelerator
         from mmfree_hw.verilator.build import VerilatorMissing, build
@@ -34,16 +38,19 @@ def simulator_binary(core: CoreConfig = SIM, framed: bool = True) -> Path:
                            "missing): pip install -e '.[hw]'") from None
     try:
         if framed:
-            return build(LinkedAccelerator(core, heartbeat=SIM_HEARTBEAT), "accelerator")
-        return build(Accelerator(core), "accelerator")
+            return build(LinkedAccelerator(core, gate_idle=gate_idle, heartbeat=SIM_HEARTBEAT),
+                         "accelerator")
+        return build(Accelerator(core, gate_idle=gate_idle), "accelerator")
     except VerilatorMissing as e:
         raise BackendError(str(e)) from None
 
 
-def open_simulator(core: CoreConfig = SIM, framed: bool = True) -> CoreDriver:
+def open_simulator(core: CoreConfig = SIM, framed: bool = True,
+                   gate_idle: bool = True) -> CoreDriver:
     """A driver connected to a fresh simulated accelerator of configuration ``core``,
-    through the framed link (``framed=False``: the bare command stream)."""
-    raw = SubprocessTransport([simulator_binary(core, framed)], timeout=600.0)
+    through the framed link (``framed=False``: the bare command stream); ``gate_idle`` as
+    :func:`simulator_binary`'s."""
+    raw = SubprocessTransport([simulator_binary(core, framed, gate_idle)], timeout=600.0)
     if not framed:
         return CoreDriver(raw)
     from ..link.framed import FramedTransport
