@@ -36,19 +36,34 @@ def test_enums_are_distinct_bytes_and_shared():
 def test_identify_round_trip():
     cfg = CoreConfig(lanes=64, weight_words=1000, max_topk=17)
     reply = C.identify_reply(cfg, build_id=0xDEADBEEF)
-    assert len(reply) == C.IDENTIFY_BYTES == 39
+    assert len(reply) == C.IDENTIFY_BYTES == 42
     assert reply[:5] == b"\x00MMFC" and reply[5:7] == struct.pack("<H", C.VERSION)
-    assert reply[-4:] == struct.pack("<I", 0xDEADBEEF)      # the build id ends it
+    assert reply[-7:-3] == struct.pack("<I", 0xDEADBEEF)    # the build id, then the memory
+    assert reply[-3:] == bytes([C.MemoryKind.ON_CHIP, C.Packing.CODES_2BIT, 0])
     r = C.bytes_reader(reply)
     assert C.read_status(r) == C.Status.OK
     ident = C.read_identify(r)
-    assert ident.version == C.VERSION == 2 and ident.lanes == 64 and ident.max_topk == 17
+    assert ident.version == C.VERSION == 3 and ident.lanes == 64 and ident.max_topk == 17
     assert ident.words == {s: cfg.size(s) for s in Space}
     assert ident.n_counters == len(C.Counter)
     assert ident.counter_names == C.COUNTERS
     assert ident.build_id == 0xDEADBEEF
+    assert (ident.memory, ident.packing, ident.mem_status) == (
+        C.MemoryKind.ON_CHIP, C.Packing.CODES_2BIT, C.MemoryStatus.READY)
     with pytest.raises(EOFError):
         r(1)
+    # an SDRAM core: its memory counters are named, its status read back as flags
+    sd = C.identify_reply(cfg, memory=C.MemoryKind.SDRAM, packing=C.Packing.BASE3,
+                          mem_status=C.MemoryStatus.ERROR | C.MemoryStatus.INITIALIZING)
+    ident = C.read_identify(C.bytes_reader(sd[1:]))
+    assert (ident.memory, ident.packing) == (C.MemoryKind.SDRAM, C.Packing.BASE3)
+    assert ident.mem_status & C.MemoryStatus.ERROR and \
+        ident.mem_status & C.MemoryStatus.INITIALIZING
+    assert ident.counter_names == C.COUNTERS + ("MEM_BEATS", "MEM_MISSES", "MEM_FULL")
+    bad = bytearray(sd)
+    bad[-3] = 9
+    with pytest.raises(C.ProtocolError, match="unknown weight memory"):
+        C.read_identify(C.bytes_reader(bytes(bad[1:])))
     assert C.read_identify(C.bytes_reader(C.identify_reply(cfg)[1:])).build_id == 0
     for bad in (-1, 1 << 32):
         with pytest.raises(ValueError, match="u32"):
@@ -78,7 +93,7 @@ def test_identify_refuses_magic_and_version():
     # its shorter layout could be misread
     old = bytearray(C.identify_reply(SIM)[:35])
     old[5:7] = struct.pack("<H", 1)
-    with pytest.raises(C.VersionMismatch, match="version 1, this host version 2"):
+    with pytest.raises(C.VersionMismatch, match=f"version 1, this host version {C.VERSION}"):
         C.read_identify(C.bytes_reader(bytes(old[1:])))
 
 
@@ -200,7 +215,8 @@ def test_unknown_record_and_status():
         C.read_record(C.bytes_reader(b"\x09"), 7)
     assert C.read_status(C.bytes_reader(b"\x03")) == C.Status.BAD_RANGE
     assert C.read_status(C.bytes_reader(b"\x77")) == 0x77
-    assert C.counter_names(9)[-2:] == ("counter_7", "counter_8")
+    assert C.counter_names(9)[-2:] == ("MEM_BEATS", "MEM_MISSES")
+    assert C.counter_names(12)[-2:] == ("counter_10", "counter_11")
 
 
 def test_docstring_names_every_command_record_and_counter():

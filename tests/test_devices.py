@@ -60,7 +60,7 @@ def test_serial_silent_board(capsys, silent_pty):
 def test_auto_falls_back_to_the_simulator(monkeypatch, silent_pty, capsys):
     opened = []
     monkeypatch.setattr("mmfree_fpga.driver.simulator.open_simulator",
-                        lambda core: opened.append(core) or "SIM-DRIVER")
+                        lambda core, sdram=None: opened.append(core) or "SIM-DRIVER")
     monkeypatch.setattr(devices, "find_ports", lambda: [silent_pty])
     drv, core, name = devices.open_backend_driver("auto", None, 115200)
     err = capsys.readouterr().err

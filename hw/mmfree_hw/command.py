@@ -199,9 +199,13 @@ class CommandProcessor(wiring.Component):
       dropped, DONE follows. ``reset_state``: Out stream, no payload: one beat per
       RESET_STATE (the sequencer's "next token is a sequence's first"); the reply waits
       for ``ready``. ``reset_counters``: Out stream, no payload: one beat per
-      RESET_COUNTERS. ``counters``: In, ``ArrayLayout(32, len(commands.Counter))``: read
-      for DONE one cycle after the last ``token_done`` transferred (a token's counts must
-      be in by then) and for COUNTERS; it must be stable while no token runs.
+      RESET_COUNTERS. ``counters``: In, ``ArrayLayout(32, commands.default_counters(memory))``:
+      read for DONE one cycle after the last ``token_done`` transferred (a token's counts
+      must be in by then) and for COUNTERS; it must be stable while no token runs.
+    - ``mem_status``: In, 8 bits (``commands.MemoryStatus``): the weight memory's status,
+      IDENTIFY's last byte, sampled as IDENTIFY is answered; 0 (ready) when not driven.
+      ``memory`` and ``packing`` (``commands.MemoryKind``, ``commands.Packing``) are the
+      constants IDENTIFY reports before it; ``memory`` also sets the counter count.
 
     Cycles (no back-pressure, memories answering in 1 cycle; test_command_amaranth asserts
     them): a byte in per cycle, with one cycle's pause after a WRITE/READ/CRC/RUN header
@@ -227,16 +231,19 @@ class CommandProcessor(wiring.Component):
     WEIGHTS 3 cycles per 32-byte word (the shipped model's 48,128 words: ~144 k cycles),
     EMBED, PARAMS and the other spaces a word a cycle.
 
-    Resources: an 8-bit output register, a ``max(39, 1 + 4 x counters, word bytes)``-byte
+    Resources: an 8-bit output register, a ``max(42, 1 + 4 x counters, word bytes)``-byte
     shift register for replies, read words and the words CRC'd, a word-wide shift register
     for WRITE, the header and the address/count registers, and the :class:`ChunkCRC` (its
     XOR networks, one per chunk size: with 128 lanes and ``crc_bytes`` = 16, 16-, 4- and
     2-byte chunks).
     """
 
-    def __init__(self, core_config, build_id: int = 0, crc_bytes: int = 16):
+    def __init__(self, core_config, build_id: int = 0, crc_bytes: int = 16,
+                 memory: C.MemoryKind = C.MemoryKind.ON_CHIP,
+                 packing: C.Packing = C.Packing.CODES_2BIT):
         self._cfg = cfg = core_config
-        self._n_counters = len(C.Counter)
+        self.memory, self.packing = C.MemoryKind(memory), C.Packing(packing)
+        self._n_counters = C.default_counters(self.memory)
         if not 0 <= build_id < 1 << 32:
             raise ValueError(f"build_id = {build_id} does not fit IDENTIFY's u32")
         if crc_bytes < 1:
@@ -252,6 +259,7 @@ class CommandProcessor(wiring.Component):
             "reset_state": Out(stream.Signature(0)),
             "reset_counters": Out(stream.Signature(0)),
             "counters": In(data.ArrayLayout(32, self._n_counters)),
+            "mem_status": In(8),
         }
         for s in Space:
             members[port_name(s)] = Out(mem_access_signature(addr_bits(cfg.size(s)),
@@ -270,7 +278,7 @@ class CommandProcessor(wiring.Component):
         for s in spaces:
             assert 8 * nbytes[s] == cfg.word_width(s), "a word is whole bytes"
         word_w = 8 * max(nbytes.values())
-        ident = C.identify_reply(cfg, self.build_id)
+        ident = C.identify_reply(cfg, self.build_id, self.memory, self.packing)
         n_ctr = self._n_counters
         ser_bytes = max(len(ident), 1 + 4 * n_ctr, word_w // 8, 1 + C.CRC_VALUE.size)
         # CRC: a word of b bytes goes through the CRC unit in ceil(b / cb) chunks, all of cb
@@ -420,8 +428,10 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += [op.eq(cin.payload), hcnt.eq(0)]
                     with m.Switch(cin.payload):
                         with m.Case(C.Command.IDENTIFY):
-                            m.d.sync += send(Const(int.from_bytes(ident, "little"),
-                                                   8 * len(ident)), len(ident))
+                            # the memory's status is the reply's last byte (0 in the ROM)
+                            m.d.sync += send(Cat(Const(int.from_bytes(ident[:-1], "little"),
+                                                       8 * (len(ident) - 1)),
+                                                 self.mem_status), len(ident))
                             m.next = "SEND"
                         with m.Case(C.Command.WRITE, C.Command.READ, C.Command.RUN,
                                     C.Command.CRC):

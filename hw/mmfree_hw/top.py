@@ -12,11 +12,12 @@ another memory behind it (SDRAM with a prefetch FIFO) takes the same place with 
 ports.
 """
 
-from amaranth import Module
+from amaranth import Cat, Module, Mux
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mmfree_fpga.core_config import CoreConfig
+from mmfree_fpga import commands as C
+from mmfree_fpga.core_config import CoreConfig, SdramConfig
 from mmfree_fpga.isa import Space
 
 from .command import CommandProcessor, port_name
@@ -37,31 +38,75 @@ class Accelerator(wiring.Component):
     cycle each way), the core's (its counters) and the weight store's (``WeightMemory``:
     ``LATENCY`` cycles to a run's first word, then one word per cycle).
 
+    With ``sdram`` (a ``SdramConfig``) the weights live in SDRAM instead: the store is
+    ``sdram.SdramWeightStore`` on LiteDRAM's controller (``sdram.SdramController``), and
+    the component has one more port, ``sdram`` (Out, ``sdram.controller.pins_signature``:
+    the chip's pins, the data bus split; a board shell adds the tristate buffer and the
+    SDRAM clock, a simulation the chip model). IDENTIFY then reports the memory and its
+    packing, and its status: INITIALIZING until the controller's init and power-up check
+    ended, ERROR if they failed; the counters gain ``commands.MemoryCounter``'s.
+
     The weight store's sticky ``error`` (a request or write out of range) is not wired
     out: the core refuses a MATVEC whose weight range is out of range at decode (an
     ERROR record), and the processor refuses a WRITE out of range, so neither reaches
     the store."""
 
-    cmd_in: In(stream.Signature(8))
-    cmd_out: Out(stream.Signature(8))
-    busy: Out(1)
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False,
+                 sdram: SdramConfig | None = None):
+        self.cfg, self.gate_idle, self.sdram_cfg = cfg, gate_idle, sdram
+        members = {"cmd_in": In(stream.Signature(8)), "cmd_out": Out(stream.Signature(8)),
+                   "busy": Out(1)}
+        if sdram is not None:
+            from .sdram.controller import SdramController, pins_signature
+            self.controller = SdramController(sdram.clock_hz,
+                                              refresh_postponing=sdram.refresh_postponing)
+            members["sdram"] = Out(pins_signature(self.controller.core.rowbits,
+                                                  self.controller.core.bankbits,
+                                                  self.controller.data_bits))
+        super().__init__(members)
 
-    def __init__(self, cfg: CoreConfig, gate_idle: bool = False):
-        self.cfg, self.gate_idle = cfg, gate_idle
-        super().__init__()
+    def verilog_sources(self):
+        """Verilog files a simulation compiles beside this design (the SDRAM controller)."""
+        return self.controller.verilog_sources() if self.sdram_cfg is not None else []
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
-        cp = CommandProcessor(cfg)
+        cfg, sd = self.cfg, self.sdram_cfg
+        if sd is None:
+            cp = CommandProcessor(cfg)
+        else:
+            cp = CommandProcessor(cfg, memory=C.MemoryKind.SDRAM, packing=sd.packing)
         if self.gate_idle:      # simulation only (gating.py); it waits while a token runs
             gate(m, "cp", cp, hold=CP_HOLD)
         else:
             m.submodules.cp = cp
         m.submodules.core = core = Core(cfg, gate_idle=self.gate_idle)
-        m.submodules.weights = wmem = WeightMemory(
-            cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
-            count_bits=core.weight_count_bits, host_read=True)
+        if sd is None:
+            m.submodules.weights = wmem = WeightMemory(
+                cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
+                count_bits=core.weight_count_bits, host_read=True)
+            m.d.comb += cp.counters.eq(core.counters)
+        else:
+            from .sdram.weight_store import SdramWeightStore
+            m.submodules.ctrl = ctrl = self.controller
+            m.submodules.weights = wmem = SdramWeightStore(
+                cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
+                count_bits=core.weight_count_bits, mem_addr_bits=ctrl.addr_bits,
+                beat_bits=sd.beat_bits, prefetch_words=sd.prefetch_words,
+                packing=sd.packing)
+            wiring.connect(m, wmem.cmd, ctrl.cmd)
+            wiring.connect(m, wmem.wdata, ctrl.wdata)
+            wiring.connect(m, ctrl.rdata, wmem.rdata)
+            wiring.connect(m, ctrl.pins, wiring.flipped(self.sdram))
+            status = Mux(ctrl.init_error, C.MemoryStatus.ERROR,
+                         Mux(ctrl.init_done, C.MemoryStatus.READY,
+                             C.MemoryStatus.INITIALIZING))
+            m.d.comb += [
+                cp.mem_status.eq(status),
+                wmem.count_en.eq(core.busy),
+                wmem.count_clear.eq(core.reset_counters.valid & core.reset_counters.ready),
+                cp.counters.eq(Cat(core.counters, wmem.beats, wmem.misses, wmem.full)),
+            ]
         wiring.connect(m, wiring.flipped(self.cmd_in), cp.cmd_in)
         wiring.connect(m, cp.cmd_out, wiring.flipped(self.cmd_out))
         for name in ("run", "reset_state", "reset_counters"):
@@ -76,7 +121,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wmem.read_data, host_w.read_data)
         wiring.connect(m, core.weight_req, wmem.req)
         wiring.connect(m, wmem.words, core.weight_words)
-        m.d.comb += [cp.counters.eq(core.counters), self.busy.eq(cp.busy)]
+        m.d.comb += self.busy.eq(cp.busy)
         return m
 
 
@@ -95,18 +140,25 @@ class LinkedAccelerator(wiring.Component):
     accelerator's.
     """
 
-    cmd_in: In(stream.Signature(8))
-    cmd_out: Out(stream.Signature(8))
-    busy: Out(1)
-
-    def __init__(self, cfg: CoreConfig, gate_idle: bool = False, **link_args):
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False,
+                 sdram: SdramConfig | None = None, **link_args):
         self.cfg, self.gate_idle, self.link_args = cfg, gate_idle, link_args
-        super().__init__()
+        self.acc = Accelerator(cfg, gate_idle=gate_idle, sdram=sdram)
+        members = {"cmd_in": In(stream.Signature(8)), "cmd_out": Out(stream.Signature(8)),
+                   "busy": Out(1)}
+        if sdram is not None:
+            members["sdram"] = self.acc.signature.members["sdram"]
+        super().__init__(members)
+
+    def verilog_sources(self):
+        return self.acc.verilog_sources()
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.link = link = FrameLink(**self.link_args)
-        m.submodules.acc = acc = Accelerator(self.cfg, gate_idle=self.gate_idle)
+        m.submodules.acc = acc = self.acc
+        if "sdram" in self.signature.members:
+            wiring.connect(m, acc.sdram, wiring.flipped(self.sdram))
         wiring.connect(m, wiring.flipped(self.cmd_in), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.cmd_out))
         wiring.connect(m, link.cmd_out, acc.cmd_in)

@@ -73,7 +73,47 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
         "golden_tokens_per_s": gsteps / gwall,
         "identical_to_golden": seq == want,
         "link": link,
+        "memory": _memory(backend, c, steps, per["CYCLES"]),
     }
+
+
+def _memory(backend, c: dict, steps: int, cycles_per_token: float) -> dict | None:
+    """The SDRAM's figures, when the weights stream from one (its counters are there):
+    ``sdram_efficiency`` (cycles its data bus carried a beat, over the token's cycles),
+    ``bytes_per_token`` (what the token's weight words take in the memory: every word once),
+    the bytes it actually read (the read-ahead runs past a token's last word), restarts of
+    the weight stream and cycles the prefetch FIFO was full; with the clock, tokens/s there
+    and the physical limit (the bus's bytes/s over bytes per token)."""
+    from . import commands as C
+    from . import numerics as N
+
+    if "MEM_BEATS" not in c:
+        return None
+    ident = backend.driver.identity
+    lanes, beat_bytes = ident.lanes, 2
+    if ident.packing == C.Packing.BASE3:
+        beats_per_word = N.packed_word_beats(lanes, 8 * beat_bytes)
+    else:
+        beats_per_word = N.CODE_BITS * lanes // (8 * beat_bytes)
+    words = c["ENGINE_BUSY"] / steps
+    out = {
+        "memory": ident.memory.name.lower(),
+        "packing": ident.packing.name.lower(),
+        "sdram_efficiency": c["MEM_BEATS"] / c["CYCLES"],
+        "bytes_per_token": words * beats_per_word * beat_bytes,
+        "bytes_read_per_token": c["MEM_BEATS"] * beat_bytes / steps,
+        "beats_per_word": beats_per_word,
+        "stream_restarts_per_token": c["MEM_MISSES"] / steps,
+        "fifo_full_cycles_per_token": c["MEM_FULL"] / steps,
+    }
+    sd = getattr(backend, "sdram", None)
+    if sd is not None:
+        bound = beat_bytes * sd.clock_hz / out["bytes_per_token"]
+        out.update(clock_mhz=sd.clock_hz / 1e6,
+                   tokens_per_s_at_clock=sd.clock_hz / cycles_per_token,
+                   bandwidth_bound_tokens_per_s=bound,
+                   fraction_of_bound=sd.clock_hz / cycles_per_token / bound)
+    return out
 
 
 def table(r: dict) -> str:
@@ -91,6 +131,19 @@ def table(r: dict) -> str:
         ("simulated cycles/s", f"{r['simulated_cycles_per_s']:,.0f}"),
         ("greedy tokens identical to golden", str(r["identical_to_golden"])),
     ]
+    if r.get("memory"):
+        mm = r["memory"]
+        rows += [(f"SDRAM ({mm['packing']}): data bus busy", f"{mm['sdram_efficiency']:.1%}"),
+                 ("  bytes/token (weights) / read", f"{mm['bytes_per_token']:,.0f} / "
+                                                     f"{mm['bytes_read_per_token']:,.0f}"),
+                 ("  stream restarts, FIFO-full cycles per token",
+                  f"{mm['stream_restarts_per_token']:.1f}, "
+                  f"{mm['fifo_full_cycles_per_token']:,.0f}")]
+        if "clock_mhz" in mm:
+            rows += [(f"  tokens/s at {mm['clock_mhz']:g} MHz (bandwidth bound)",
+                      f"{mm['tokens_per_s_at_clock']:.1f} "
+                      f"({mm['bandwidth_bound_tokens_per_s']:.1f}: "
+                      f"{mm['fraction_of_bound']:.1%})")]
     if r.get("link"):
         lk = r["link"]
         rows += [("link frames/token (each way)", f"{lk['frames_per_token']:.2f}"),

@@ -48,7 +48,8 @@ def _cmd_run(args) -> int:
         # greedy needs the best candidate only: 8 reply bytes a token, not 512 (the core's
         # ties go to the lower id, as argmax's)
         backend = _accelerator_backend(model_path, args.backend, args.port, args.baud,
-                                       topk=1 if args.temperature <= 0 else None)
+                                       topk=1 if args.temperature <= 0 else None,
+                                       sdram=_sdram_of(args))
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
@@ -106,7 +107,7 @@ def _image_of(model_path: Path):
 
 
 def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=None,
-                         topk: int | None = None):
+                         topk: int | None = None, sdram=None):
     """An accelerator (``kind``: sim, serial or auto) with the model compiled for its core
     and loaded; ``topk``: candidates per token (None: the core's most)."""
     from .compiler import DoesNotFit, compile_model
@@ -118,7 +119,7 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     if model_path == DEFAULT_MODEL:           # the shipped model's image, no torch needed
         model_path = DEFAULT_IMAGE
     image = _image_of(model_path)
-    driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD)
+    driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD, sdram=sdram)
     try:
         compiled = compile_model(image, core)
     except DoesNotFit as e:
@@ -127,8 +128,10 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     except BaseException:
         driver.close()
         raise
-    return AcceleratorBackend(driver, compiled, name=name, topk=topk,
-                              fresh=name == "sim")  # a new simulator holds nothing yet
+    backend = AcceleratorBackend(driver, compiled, name=name, topk=topk,
+                                 fresh=name == "sim")  # a new simulator holds nothing yet
+    backend.sdram = sdram if name == "sim" else None
+    return backend
 
 
 def _tokenizer_from_bytes(data: bytes):
@@ -167,12 +170,14 @@ def _cmd_info(args) -> int:
     model_path = Path(args.model)
     image = _image_of(DEFAULT_IMAGE if model_path == DEFAULT_MODEL else model_path)
     driver, core, name = open_backend_driver(args.backend, args.port,
-                                             args.baud or DEFAULT_BAUD)
+                                             args.baud or DEFAULT_BAUD, sdram=_sdram_of(args))
     try:
         ident = driver.identify()
         info = {"backend": name, "command_set_version": ident.version,
                 "build_id": f"0x{ident.build_id:08x}", "lanes": ident.lanes,
-                "max_topk": ident.max_topk,
+                "max_topk": ident.max_topk, "memory": ident.memory.name.lower(),
+                "packing": ident.packing.name.lower(),
+                "memory_status": _memory_status(ident),
                 "words": {C.Space(s).name: n for s, n in ident.words.items()}}
         try:
             compiled = compile_model(image, core)
@@ -193,9 +198,21 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _memory_status(ident) -> str:
+    from . import commands as C
+
+    st = ident.mem_status
+    if st & C.MemoryStatus.ERROR:
+        return "ERROR (init or power-up check failed: the host refuses to run on it)"
+    if st & C.MemoryStatus.INITIALIZING:
+        return "initializing"
+    return "ready"
+
+
 def _cmd_load(args) -> int:
     """Upload the model to the device and verify it (skipped if it is already there)."""
-    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud)
+    backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud,
+                                   sdram=_sdram_of(args))
     backend.close()
     return 0
 
@@ -220,7 +237,8 @@ def _cmd_bench(args) -> int:
     if args.tokens < 2:
         raise UsageError("--tokens must be at least 2")
     backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud,
-                                   topk=1)          # greedy, as `run --temperature 0` is
+                                   topk=1,          # greedy, as `run --temperature 0` is
+                                   sdram=_sdram_of(args))
     try:
         tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
         r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
@@ -264,6 +282,28 @@ def _link_args(p) -> None:
     p.add_argument("--port", help="the board's serial port (default: the only USB serial "
                                   "adapter found)")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
+    p.add_argument("--memory", choices=("bram", "sdram"), default="bram",
+                   help="the simulated accelerator's weight memory: block RAM (default) or "
+                        "the ULX3S's SDRAM (LiteDRAM and a timing-checked chip model)")
+    p.add_argument("--packing", choices=("2bit", "1.6bit"), default="2bit",
+                   help="--memory sdram: weights as 2-bit codes or 5 codes a byte (base 3)")
+    p.add_argument("--sdram-mhz", type=float, default=50.0,
+                   help="--memory sdram: the clock of the core and the SDRAM (default 50)")
+
+
+def _sdram_of(args):
+    """The simulated SDRAM configuration ``--memory`` etc. ask for (None: block RAM)."""
+    if getattr(args, "memory", "bram") != "sdram":
+        if getattr(args, "packing", "2bit") != "2bit":
+            raise UsageError("--packing applies to --memory sdram only")
+        return None
+    from .core_config import SdramConfig
+
+    if not 10 <= args.sdram_mhz <= 200:
+        raise UsageError(f"--sdram-mhz {args.sdram_mhz:g}: the SDRAM model and LiteDRAM's "
+                         f"timings are for 10 .. 200 MHz")
+    return SdramConfig(clock_hz=args.sdram_mhz * 1e6,
+                       packing=1 if args.packing == "1.6bit" else 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -359,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .commands import ProtocolError
     from .config import ConfigError
-    from .driver.core import CoreError
+    from .driver.core import CoreError, MemoryNotReady
     from .driver.transport import LinkError
     from .generate import BackendError
     from .image import ImageError
@@ -367,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected: tuple[type[Exception], ...] = (UsageError, ConfigError, TokenizerError,
                                              BackendError, ImageError, LinkError, CoreError,
-                                             ProtocolError)
+                                             ProtocolError, MemoryNotReady)
     try:  # these need torch; running other backends does not
         from .checkpoint import CheckpointError
         from .fidelity import FidelityError

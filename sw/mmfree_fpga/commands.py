@@ -35,7 +35,7 @@ PROGRAM   128            16              uint8 ``[count, 16]`` or Python ints
 Commands (host -> core)
 =======================
 
-``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 39 bytes)::
+``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 42 bytes)::
 
     u8  status        OK
     4   magic         b"MMFC"
@@ -45,6 +45,16 @@ Commands (host -> core)
     u8  max_topk
     u8  n_counters    how many u32 counters DONE and COUNTERS carry
     u32 build_id      which gateware build answers (0: not given)
+    u8  memory        where the weights live (:class:`MemoryKind`)
+    u8  packing       how they are stored there (:class:`Packing`)
+    u8  mem_status    :class:`MemoryStatus` flags, read when IDENTIFY is answered: 0 is a
+                      memory ready for use; INITIALIZING while an SDRAM controller runs its
+                      init sequence and power-up check; ERROR (sticky) when the controller
+                      reported an init error or the memory failed that check. A host
+                      refuses to use a core whose memory is not ready.
+
+Everything up to ``packing`` is a constant of the build; ``mem_status`` is the only byte
+that can change while the core runs.
 
 The build id is a constant of the bitstream or simulator build, chosen by whoever builds it
 (``CommandProcessor(..., build_id=)``): :func:`build_id_of` of the core configuration and
@@ -110,7 +120,11 @@ word, ``ENGINE_WAIT_WEIGHTS`` cycles it waited for one, ``WAIT_VECTOR`` cycles t
 waited for a vector unit, ``SEQUENCER`` cycles of sequencer overhead (issuing, no unit busy),
 ``INSTRUCTIONS`` instructions issued, ``TOKENS`` tokens completed. Their exact definitions
 belong to the core (hw/mmfree_hw/core.py); a core may add counters after these (IDENTIFY's
-``n_counters`` says how many; a host names the extra ones ``counter_<i>``).
+``n_counters`` says how many). A core whose weights stream from SDRAM adds
+:class:`MemoryCounter`'s, counted while a token runs: ``MEM_BEATS`` read beats the memory
+returned (its data bus busy), ``MEM_MISSES`` weight requests that restarted the weight
+stream (hw/mmfree_hw/sdram/weight_store.py), ``MEM_FULL`` cycles its read-ahead stopped
+because the prefetch FIFO was full. A host names any others ``counter_<i>``.
 """
 
 from __future__ import annotations
@@ -129,11 +143,13 @@ from .isa import ErrorCode, Space
 
 __all__ = ["MAGIC", "VERSION", "Command", "Status", "RecordType", "ErrorCode", "Counter",
            "COUNTERS", "Space", "word_bits", "word_bytes", "identify_reply", "Identity",
+           "MemoryCounter", "MemoryKind", "Packing", "MemoryStatus", "MEMORY_COUNTERS",
+           "default_counters",
            "words_crc", "build_id_of"]
 
 MAGIC = b"MMFC"
-#: 2: IDENTIFY's build_id, the CRC command.
-VERSION = 2
+#: 2: IDENTIFY's build_id, the CRC command. 3: IDENTIFY's memory, packing and mem_status.
+VERSION = 3
 
 
 class Command(enum.IntEnum):
@@ -181,16 +197,41 @@ class Counter(enum.IntEnum):
     TOKENS = 6
 
 
+class MemoryCounter(enum.IntEnum):
+    """The counters an SDRAM weight store adds after :class:`Counter`'s."""
+
+    MEM_BEATS = 7
+    MEM_MISSES = 8
+    MEM_FULL = 9
+
+
+class MemoryKind(enum.IntEnum):
+    ON_CHIP = 0     # block RAM (hw/mmfree_hw/weights.py)
+    SDRAM = 1       # behind an SDRAM controller (hw/mmfree_hw/sdram/)
+
+
+class Packing(enum.IntEnum):
+    CODES_2BIT = 0  # numerics.pack_code_bytes: 4 codes a byte
+    BASE3 = 1       # numerics' 1.6-bit format: 5 codes a byte
+
+
+class MemoryStatus(enum.IntFlag):
+    READY = 0
+    INITIALIZING = 1
+    ERROR = 2
+
+
 COUNTERS: tuple[str, ...] = tuple(c.name for c in Counter)
+MEMORY_COUNTERS: tuple[str, ...] = tuple(c.name for c in MemoryCounter)
 MAX_RUN_TOKENS = 0xFFFF          # RUN's count is a u16
-IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1 + 4
+IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1 + 4 + 3
 TRACE_HEAD = struct.Struct("<BHH")      # type, tag, len
 RESULT_HEAD = struct.Struct("<BB")      # type, n
 ERROR_RECORD = struct.Struct("<BBH")    # type, code, pc
 ADDR_HEAD = struct.Struct("<BBII")      # opcode, space, addr, count (WRITE, READ, CRC)
 CRC_VALUE = struct.Struct("<I")         # CRC's reply after its OK status
 RUN_HEAD = struct.Struct("<BBH")        # opcode, topk, count
-_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBBI")
+_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBBIBBB")
 assert _IDENT.size == IDENTIFY_BYTES
 
 
@@ -346,14 +387,28 @@ def encode_reset_counters() -> bytes:
 
 # -- core -> host: what the core sends (gateware ROM, fake cores, tests) ---------------------
 
-def identify_reply(core, build_id: int = 0) -> bytes:
+def identify_reply(core, build_id: int = 0, memory: MemoryKind = MemoryKind.ON_CHIP,
+                   packing: Packing = Packing.CODES_2BIT,
+                   mem_status: MemoryStatus = MemoryStatus.READY,
+                   n_counters: int | None = None) -> bytes:
     """The IDENTIFY reply (:data:`IDENTIFY_BYTES`, status included) of a core (a
-    ``CoreConfig``) built with ``build_id`` (a u32). The gateware sends exactly these bytes
-    (its ROM is built from this function)."""
+    ``CoreConfig``) built with ``build_id`` (a u32), its weights in ``memory`` stored as
+    ``packing``, ``n_counters`` counters (default: :class:`Counter`'s, plus
+    :class:`MemoryCounter`'s for SDRAM). The gateware sends exactly these bytes with
+    ``mem_status`` = its memory's status (its ROM is built from this function, the last
+    byte ORed in as it answers)."""
     if not 0 <= build_id < 1 << 32:
         raise ValueError(f"build_id = {build_id} does not fit its u32")
+    if n_counters is None:
+        n_counters = default_counters(memory)
     return _IDENT.pack(Status.OK, MAGIC, VERSION, core.lanes,
-                       *(core.size(s) for s in Space), core.max_topk, len(Counter), build_id)
+                       *(core.size(s) for s in Space), core.max_topk, n_counters, build_id,
+                       MemoryKind(memory), Packing(packing), MemoryStatus(mem_status))
+
+
+def default_counters(memory: MemoryKind = MemoryKind.ON_CHIP) -> int:
+    """How many counters a core with weights in ``memory`` carries."""
+    return len(Counter) + (len(MemoryCounter) if memory == MemoryKind.SDRAM else 0)
 
 
 def encode_crc_reply(crc: int) -> bytes:
@@ -397,6 +452,9 @@ class Identity(NamedTuple):
     max_topk: int
     n_counters: int
     build_id: int = 0
+    memory: MemoryKind = MemoryKind.ON_CHIP
+    packing: Packing = Packing.CODES_2BIT
+    mem_status: MemoryStatus = MemoryStatus.READY
 
     @property
     def counter_names(self) -> tuple[str, ...]:
@@ -435,7 +493,8 @@ class VersionMismatch(ProtocolError):
 
 
 def counter_names(n: int) -> tuple[str, ...]:
-    return COUNTERS[:n] + tuple(f"counter_{i}" for i in range(len(COUNTERS), n))
+    known = COUNTERS + MEMORY_COUNTERS
+    return known[:n] + tuple(f"counter_{i}" for i in range(len(known), n))
 
 
 def bytes_reader(data: bytes) -> Reader:
@@ -468,10 +527,16 @@ def read_identify(read: Reader) -> Identity:
     if version != VERSION:
         raise VersionMismatch(version)
     rest = _IDENT.size - 7
-    vals = struct.unpack(f"<H{len(Space)}IBBI", read(rest))
+    vals = struct.unpack(f"<H{len(Space)}IBBIBBB", read(rest))
+    try:
+        memory, packing = MemoryKind(vals[-3]), Packing(vals[-2])
+    except ValueError:
+        raise ProtocolError(f"IDENTIFY names an unknown weight memory ({vals[-3]}) or "
+                            f"packing ({vals[-2]})") from None
     return Identity(version=version, lanes=vals[0],
                     words={s: vals[1 + i] for i, s in enumerate(Space)},
-                    max_topk=vals[-3], n_counters=vals[-2], build_id=vals[-1])
+                    max_topk=vals[-6], n_counters=vals[-5], build_id=vals[-4],
+                    memory=memory, packing=packing, mem_status=MemoryStatus(vals[-1]))
 
 
 def read_crc(read: Reader) -> int:

@@ -103,3 +103,38 @@ SIM = CoreConfig()
 ULX3S_85F = CoreConfig(lanes=128, weight_words=4096, param_words=2048, embed_words=16384,
                        scratch_words=2048, program_words=1024, max_d=512, max_n=512,
                        max_inter=1024, max_layers=8, max_vocab=1024, max_topk=64)
+
+
+@dataclass(frozen=True)
+class SdramConfig:
+    """Weights in SDRAM behind LiteDRAM (``mmfree_hw.sdram``) instead of block RAM: the
+    ULX3S's 16-bit SDR SDRAM (MT48LC16M16A2, 32 MB) at ``clock_hz`` (the core runs on the
+    same clock), words stored as ``packing`` (``commands.Packing``: 2-bit codes, or 1.6-bit
+    base 3), a prefetch FIFO of ``prefetch_words`` weight words in front of the engine.
+    ``refresh_postponing``: LiteDRAM's (1 .. 8 refreshes postponed and issued together)."""
+
+    clock_hz: float = 50e6
+    packing: int = 0
+    prefetch_words: int = 512
+    refresh_postponing: int = 1
+    beat_bits: int = 16
+    #: the chip's words (16 M of 16 bits): what the weight words' beats must fit
+    memory_beats: int = 1 << 24
+
+    def __post_init__(self):
+        if not 1 <= self.refresh_postponing <= 8:
+            raise ValueError("refresh_postponing must be 1 .. 8 (LiteDRAM's range)")
+        if self.packing not in (0, 1):
+            raise ValueError("packing must be 0 (2-bit codes) or 1 (base 3)")
+        if self.prefetch_words < 2:
+            raise ValueError("prefetch_words must be at least 2")
+
+    def beats_per_word(self, lanes: int) -> int:
+        """Memory beats one weight word of ``lanes`` codes takes."""
+        if self.packing:
+            return N.packed_word_beats(lanes, self.beat_bits)
+        return N.CODE_BITS * lanes // self.beat_bits
+
+    def weight_bytes(self, lanes: int, words: int) -> int:
+        """Bytes ``words`` weight words take in the memory: what a token streams."""
+        return words * self.beats_per_word(lanes) * self.beat_bits // 8

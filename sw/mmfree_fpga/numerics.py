@@ -268,3 +268,153 @@ def gain_block(g: np.ndarray) -> tuple[np.ndarray, int]:
     frac = 14 if peak == 0 else min(30, 14 - math.floor(math.log2(peak)))
     q = np.clip(np.round(g.astype(np.float64) * 2.0 ** frac), -32768, 32767)
     return q.astype(np.int16), frac
+
+
+# -- Packed weights: 1.6 bits per code, 5 codes a byte, base 3 --------------------------------
+# NUMERICS.md, "Packed weights (1.6 bits per code)". The 2-bit codes above stay the engine's
+# word format; this is how words may travel from SDRAM: byte = sum_i t_i * 3^i (i = 0..4),
+# t_i = value_i + 1 in {0, 1, 2}, the group's first code in the least significant digit.
+# Bytes 243..255 hold no five trits: the packer never emits them, the host never writes
+# them, the readers here refuse them (strict) and the gateware (hw/mmfree_hw/tritpack.py)
+# decodes each to five CODE_ZERO codes, so a corrupted byte adds nothing to a dot product.
+TRITS_PER_BYTE = 5
+TRIT_BYTE_LIMIT = 3 ** TRITS_PER_BYTE                  # 243: bytes >= this are invalid
+BASE3_ZERO_BYTE = sum(3 ** i for i in range(TRITS_PER_BYTE))   # 121: five zero codes (pad)
+_TRIT_CODES = np.array([CODE_NEG, CODE_ZERO, CODE_POS], dtype=np.uint8)   # trit -> code
+
+
+def _base3_codes(b: int) -> list[int]:
+    if b >= TRIT_BYTE_LIMIT:
+        return [CODE_ZERO] * TRITS_PER_BYTE
+    return [int(_TRIT_CODES[(b // 3 ** i) % 3]) for i in range(TRITS_PER_BYTE)]
+
+
+# Every byte's five codes, [256, 5] uint8 (rows 243..255: CODE_ZERO, the gateware's choice).
+BASE3_CODES = np.array([_base3_codes(b) for b in range(256)], dtype=np.uint8)
+# The same as 10-bit fields, code i at bits [2i, 2i+2) (the engine word's lane order): the
+# gateware's decode table, indexed by the byte.
+BASE3_DECODE_TABLE = [sum(int(c) << (CODE_BITS * i) for i, c in enumerate(row))
+                      for row in BASE3_CODES]
+
+
+def _as_codes(x: np.ndarray, values: bool) -> np.ndarray:
+    """Codes (``values=False``) or ternary values -> ternary values, refusing anything else."""
+    x = np.asarray(x)
+    if values:
+        if np.any((x < -1) | (x > 1)):
+            raise ValueError("ternary values must be -1, 0 or 1")
+        return x.astype(np.int64)
+    if np.any(x == CODE_INVALID):
+        raise ValueError("invalid ternary code 0b10")
+    if np.any((x < 0) | (x > 0b11)):
+        raise ValueError("2-bit codes must be 0b00, 0b01 or 0b11")
+    return np.where(x == CODE_NEG, -1, x).astype(np.int64)
+
+
+def pack_base3(x: np.ndarray, *, values: bool = False) -> np.ndarray:
+    """Codes ``[..., n]`` (or ternary values with ``values=True``) -> bytes
+    ``[..., ceil(n/5)]``, 5 codes a byte in base 3 (NUMERICS.md, "Packed weights").
+
+    Byte ``j`` holds codes ``5j .. 5j+4``: ``sum_i (v_{5j+i} + 1) * 3^i``, the first code in
+    the least significant digit. The last byte is padded with CODE_ZERO (digit 1), so every
+    byte is < 243. The invalid code 0b10 (and any value outside the codes, or outside
+    {-1, 0, 1} with ``values=True``) raises ``ValueError``.
+    """
+    t = _as_codes(x, values) + 1                           # trits 0, 1, 2
+    n = t.shape[-1]
+    m = -(-n // TRITS_PER_BYTE)
+    pad = np.ones((*t.shape[:-1], m * TRITS_PER_BYTE - n), dtype=np.int64)
+    g = np.concatenate([t, pad], axis=-1).reshape(*t.shape[:-1], m, TRITS_PER_BYTE)
+    weights = 3 ** np.arange(TRITS_PER_BYTE, dtype=np.int64)
+    return (g * weights).sum(axis=-1).astype(np.uint8)
+
+
+def unpack_base3(b: np.ndarray, n: int | None = None, *, values: bool = False,
+                 strict: bool = True) -> np.ndarray:
+    """Bytes ``[..., m]`` -> their codes ``[..., n]`` (uint8; int8 ternary values with
+    ``values=True``), the inverse of :func:`pack_base3`. ``n`` (default ``5m``) drops the
+    pad codes; it must need exactly ``m`` bytes. A byte >= 243 raises ``ValueError``; with
+    ``strict=False`` it decodes to five CODE_ZERO codes, as the gateware does.
+    """
+    b = np.asarray(b)
+    if np.any((b < 0) | (b > 0xFF)):
+        raise ValueError("bytes must be 0..255")
+    b = b.astype(np.uint8)
+    if strict and np.any(b >= TRIT_BYTE_LIMIT):
+        raise ValueError(f"byte >= {TRIT_BYTE_LIMIT} holds no five trits")
+    m = b.shape[-1]
+    codes = BASE3_CODES[b].reshape(*b.shape[:-1], m * TRITS_PER_BYTE)
+    if n is not None:
+        if -(-n // TRITS_PER_BYTE) != m:
+            raise ValueError(f"{n} codes do not take {m} bytes")
+        codes = codes[..., :n]
+    return decode_codes(codes) if values else codes
+
+
+def packed_word_bytes(lanes: int) -> int:
+    """Bytes of one packed weight word of ``lanes`` codes: ``ceil(lanes / 5)``."""
+    if lanes < 1:
+        raise ValueError("a word has at least one lane")
+    return -(-lanes // TRITS_PER_BYTE)
+
+
+def packed_word_beats(lanes: int, beat_bits: int = 16) -> int:
+    """Memory beats of one packed word: its :func:`packed_word_bytes` rounded up to whole
+    ``beat_bits`` beats (each word starts on a beat, so the streamer can address words).
+    128 lanes, 16-bit beats: 26 bytes, 13 beats (16 at 2 bits a code)."""
+    if beat_bits < 8 or beat_bits % 8:
+        raise ValueError("a beat is whole bytes")
+    return -(-packed_word_bytes(lanes) * 8 // beat_bits)
+
+
+def pack_words_base3(words: np.ndarray, lanes: int, beat_bits: int = 16) -> np.ndarray:
+    """Weight words -> the packed byte stream the SDRAM holds (uint8, 1-D).
+
+    ``words`` is ``[n_words, lanes]`` 2-bit codes, or ``[n_words, lanes / 4]`` bytes of the
+    2-bit layout (:func:`engine_words`' output), told apart by the last axis. Each word
+    becomes :func:`packed_word_bytes` bytes (:func:`pack_base3`), then
+    :data:`BASE3_ZERO_BYTE` up to :func:`packed_word_beats` whole beats; word ``w`` starts
+    at byte ``w * beats * beat_bits / 8``. A beat is its bytes little-endian (byte 0 at bits
+    [0, 8)): :func:`packed_beat_ints` gives them as integers.
+    """
+    words = np.asarray(words)
+    if words.ndim != 2:
+        raise ValueError("words must be [n_words, lanes] codes or [n_words, lanes/4] bytes")
+    if words.shape[1] == lanes:
+        codes = words
+    elif lanes % CODES_PER_BYTE == 0 and words.shape[1] == lanes // CODES_PER_BYTE:
+        codes = unpack_code_bytes(words)
+    else:
+        raise ValueError(f"a word of {lanes} lanes is {lanes} codes or {lanes // 4} bytes, "
+                         f"not {words.shape[1]}")
+    slot = packed_word_beats(lanes, beat_bits) * beat_bits // 8
+    out = np.full((words.shape[0], slot), BASE3_ZERO_BYTE, dtype=np.uint8)
+    out[:, :packed_word_bytes(lanes)] = pack_base3(codes)
+    return out.reshape(-1)
+
+
+def unpack_words_base3(stream: np.ndarray, lanes: int, beat_bits: int = 16, *,
+                       strict: bool = True) -> np.ndarray:
+    """The packed byte stream -> ``[n_words, lanes]`` 2-bit codes (uint8), the inverse of
+    :func:`pack_words_base3` (:func:`pack_code_bytes` turns them into the 2-bit layout's
+    bytes). The pad bytes after each word's :func:`packed_word_bytes` are ignored, as in the
+    gateware; ``strict`` (default) refuses any byte >= 243, pad bytes included, and with
+    ``strict=False`` such bytes decode as in the gateware (five CODE_ZERO codes)."""
+    s = np.asarray(stream).reshape(-1)
+    slot = packed_word_beats(lanes, beat_bits) * beat_bits // 8
+    if s.size % slot:
+        raise ValueError(f"{s.size} bytes are not whole words of {slot} bytes")
+    if strict:
+        unpack_base3(s)                                    # range and validity checks only
+    w = s.reshape(-1, slot)[:, :packed_word_bytes(lanes)]
+    return unpack_base3(w, lanes, strict=strict)
+
+
+def packed_beat_ints(stream: np.ndarray, beat_bits: int = 16) -> list[int]:
+    """The packed byte stream as one Python int per beat, its bytes little-endian (for
+    simulators and tests)."""
+    s = np.asarray(stream, dtype=np.uint8).reshape(-1)
+    nb = beat_bits // 8
+    if beat_bits % 8 or s.size % nb:
+        raise ValueError("the stream is not whole beats")
+    return [int.from_bytes(s[i:i + nb].tobytes(), "little") for i in range(0, s.size, nb)]

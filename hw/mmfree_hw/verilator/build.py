@@ -189,10 +189,13 @@ def check_ports(text: str, name: str):
 
 
 def build(component_or_verilog, name: str, cache_dir=None, *, threads: int = 1,
-          waves: bool | None = None, jobs: int | None = None, quiet: bool = False) -> Path:
+          waves: bool | None = None, jobs: int | None = None, quiet: bool = False,
+          sources=()) -> Path:
     """The simulator binary of a component (or of Verilog text whose top module is
     ``name``), built now or taken from the cache. ``threads``: Verilator's ``--threads``
-    (1: single-threaded model). ``jobs``: parallel C++ compiles (default: up to 2)."""
+    (1: single-threaded model). ``jobs``: parallel C++ compiles (default: up to 2).
+    ``sources``: Verilog files the design instantiates (``Instance``: LiteDRAM's generated
+    controller, the SDRAM chip model), compiled beside it; their text is part of the key."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"name {name!r} must be a Verilog identifier")
     root = verilator_root()
@@ -211,8 +214,10 @@ def build(component_or_verilog, name: str, cache_dir=None, *, threads: int = 1,
         flags += ["--trace", "-CFLAGS", "-DWAVES"]
     harness = HARNESS.read_text()
     version = verilator_version(root)
+    sources = [Path(p) for p in sources]
+    extra = [p.read_text() for p in sources]
     key = hashlib.sha256(json.dumps([design, _WRAPPER, harness, version,
-                                     flags]).encode()).hexdigest()
+                                     flags] + ([extra] if extra else [])).encode()).hexdigest()
     croot = cache_root(cache_dir)
     final = croot / key[:20]
     binary = final / "obj_dir" / name
@@ -229,13 +234,18 @@ def build(component_or_verilog, name: str, cache_dir=None, *, threads: int = 1,
     tmp.mkdir()
     (tmp / "top.v").write_text(text)
     (tmp / "harness.cpp").write_text(harness)
+    src_names = []
+    for i, (p, t) in enumerate(zip(sources, extra)):
+        src_names.append(f"src{i}_{p.name}")
+        (tmp / src_names[-1]).write_text(t)
     (tmp / "build.json").write_text(json.dumps({"name": name, "verilator": version,
                                                 "flags": flags}, indent=1))
     if waves:
         flags += ["-CFLAGS", f'-DWAVES_FILE=\\"{final / "waves.vcd"}\\"']
     jobs = jobs or min(2, os.cpu_count() or 1)
     cmd = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", *flags,
-           "--build-jobs", str(jobs), "-Mdir", "obj_dir", "-o", name, "top.v", "harness.cpp"]
+           "--build-jobs", str(jobs), "-Mdir", "obj_dir", "-o", name, "top.v", *src_names,
+           "harness.cpp"]
     stats = croot / "last_build.json"
     try:
         estimate = round(json.loads(stats.read_text())["seconds"])

@@ -32,7 +32,7 @@ class AcceleratorBackend:
                  topk: int | None = None, progress=None, fresh: bool = False):
         self.driver, self.compiled, self.name = driver, compiled, name
         self.config = compiled.config
-        ident = driver.identify()
+        ident = driver.wait_memory()
         core = compiled.core
         want = {s: core.size(s) for s in Space}
         if ident.lanes != core.lanes or ident.words != want:

@@ -12,6 +12,8 @@ sent; a mismatch raises :class:`VerifyError`.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,12 @@ class VerifyError(RuntimeError):
         super().__init__(f"{self.space.name}[{addr}:+{count}] does not hold what was written: "
                          f"the core's CRC is 0x{device:08x}, the words sent give "
                          f"0x{host:08x}")
+
+
+class MemoryNotReady(RuntimeError):
+    """The core's weight memory cannot be used: its controller reported an init error, the
+    memory failed its power-up check, or the init did not end in time (IDENTIFY's
+    ``mem_status``)."""
 
 
 @dataclass
@@ -106,6 +114,30 @@ class CoreDriver:
         self._status("IDENTIFY")
         self._identity = C.read_identify(self._read)
         return self._identity
+
+    def wait_memory(self, timeout_s: float = 5.0) -> C.Identity:
+        """IDENTIFY until the weight memory is ready (an SDRAM controller runs its init and
+        power-up check for ~0.5 ms after reset); :class:`MemoryNotReady` if it reports an
+        error, or is still initializing after ``timeout_s``. Nothing is written first, so a
+        refused memory's contents and the core's state stay as they were."""
+        t0 = time.monotonic()
+        while True:
+            ident = self.identify()
+            where = ("its SDRAM" if ident.memory == C.MemoryKind.SDRAM
+                     else "its weight memory")
+            if ident.mem_status & C.MemoryStatus.ERROR:
+                raise MemoryNotReady(
+                    f"the device reports that {where} failed: the controller's init or the "
+                    f"power-up memory check went wrong (IDENTIFY's memory status "
+                    f"0x{int(ident.mem_status):02x}); check the board's SDRAM, its clock "
+                    f"and the bitstream's memory configuration, then reset the board")
+            if not ident.mem_status & C.MemoryStatus.INITIALIZING:
+                return ident
+            if time.monotonic() - t0 > timeout_s:
+                raise MemoryNotReady(f"{where} was still initializing {timeout_s:.0f} s "
+                                     f"after the first IDENTIFY: the controller's init "
+                                     f"sequence does not end")
+            time.sleep(0.01)
 
     def word_bytes(self, space: Space) -> int:
         return C.word_bytes(space, self.identity.lanes)

@@ -75,10 +75,15 @@ def open_serial(port: str | None, baud: int, timeout: float = 2.0) -> CoreDriver
     return drv
 
 
-def open_backend_driver(backend: str, port: str | None, baud: int):
-    """``(driver, core configuration, name)`` for ``--backend`` sim, serial or auto."""
+def open_backend_driver(backend: str, port: str | None, baud: int, sdram=None):
+    """``(driver, core configuration, name)`` for ``--backend`` sim, serial or auto;
+    ``sdram`` (a ``core_config.SdramConfig``): the simulated accelerator's weights in SDRAM
+    (a board's memory is the bitstream's)."""
     from .simulator import open_simulator
 
+    if sdram is not None and backend == "serial":
+        raise BackendError("--memory sdram picks the simulated accelerator's memory; a "
+                           "board's is its bitstream's (use --backend sim)")
     if backend == "serial":
         drv = open_serial(port, baud)
         return drv, core_of(drv.identity), "serial"
@@ -94,4 +99,4 @@ def open_backend_driver(backend: str, port: str | None, baud: int):
             return drv, core_of(drv.identity), "serial"
         print("auto: no board answers; using the simulated accelerator (--backend sim)",
               file=sys.stderr)
-    return open_simulator(core_config.SIM), core_config.SIM, "sim"
+    return open_simulator(core_config.SIM, sdram=sdram), core_config.SIM, "sim"

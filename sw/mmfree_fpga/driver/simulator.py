@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core_config import SIM, CoreConfig
+from ..core_config import SIM, CoreConfig, SdramConfig
 from ..generate import BackendError
 from .core import CoreDriver
 from .transport import SubprocessTransport
@@ -26,10 +26,12 @@ SIM_HEARTBEAT = 1 << 20
 
 
 def simulator_binary(core: CoreConfig = SIM, framed: bool = True,
-                     gate_idle: bool = True) -> Path:
+                     gate_idle: bool = True, sdram: SdramConfig | None = None) -> Path:
     """The Verilated accelerator, built or from the cache. ``gate_idle``: gate the clocks of
     idle units (``mmfree_hw.gating``: the same replies, cycle counts included, in less time;
-    False builds the netlist exactly as a board runs it)."""
+    False builds the netlist exactly as a board runs it). ``sdram``: the weights in SDRAM
+    (LiteDRAM's controller, generated from the pinned PyPI packages, and the timing-checked
+    chip model of the ULX3S's MT48LC16M16A2; ``mmfree_hw.sdram``)."""
     try:
         from mmfree_hw.top import Accelerator, LinkedAccelerator
         from mmfree_hw.verilator.build import VerilatorMissing, build
@@ -38,19 +40,25 @@ def simulator_binary(core: CoreConfig = SIM, framed: bool = True,
                            "missing): pip install -e '.[hw]'") from None
     try:
         if framed:
-            return build(LinkedAccelerator(core, gate_idle=gate_idle, heartbeat=SIM_HEARTBEAT),
-                         "accelerator")
-        return build(Accelerator(core, gate_idle=gate_idle), "accelerator")
+            top = LinkedAccelerator(core, gate_idle=gate_idle, sdram=sdram,
+                                    heartbeat=SIM_HEARTBEAT)
+        else:
+            top = Accelerator(core, gate_idle=gate_idle, sdram=sdram)
+        if sdram is not None:
+            from mmfree_hw.sdram.sim_board import ChipModelBoard
+            top = ChipModelBoard(top, sdram.clock_hz)
+        return build(top, "accelerator", sources=top.verilog_sources())
     except VerilatorMissing as e:
         raise BackendError(str(e)) from None
 
 
 def open_simulator(core: CoreConfig = SIM, framed: bool = True,
-                   gate_idle: bool = True) -> CoreDriver:
+                   gate_idle: bool = True, sdram: SdramConfig | None = None) -> CoreDriver:
     """A driver connected to a fresh simulated accelerator of configuration ``core``,
-    through the framed link (``framed=False``: the bare command stream); ``gate_idle`` as
-    :func:`simulator_binary`'s."""
-    raw = SubprocessTransport([simulator_binary(core, framed, gate_idle)], timeout=600.0)
+    through the framed link (``framed=False``: the bare command stream); ``gate_idle`` and
+    ``sdram`` as :func:`simulator_binary`'s."""
+    raw = SubprocessTransport([simulator_binary(core, framed, gate_idle, sdram)],
+                              timeout=600.0)
     if not framed:
         return CoreDriver(raw)
     from ..link.framed import FramedTransport

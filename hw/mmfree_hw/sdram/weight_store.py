@@ -1,0 +1,314 @@
+"""The weight store in SDRAM: :class:`SdramWeightStore`, the same ports as the block RAM
+store (``weights.WeightMemory``) on the core's and the host's side, and a memory
+controller's native port (``controller.SdramController``: LiteDRAM's) on the other.
+
+The core asks for a MATVEC's weights one request at a time, and only as the MATVEC enters
+the engine, but between two MATVECs that depend on each other the vector units work for
+hundreds of cycles: a store that read only what was asked would leave the SDRAM idle then,
+and the SDRAM is what bounds a token on the ULX3S. So this store reads ahead: from the
+first address of a run it streams on linearly, beat after beat, as long as its prefetch
+FIFO has room, and a request that starts where the last one ended (the compiler lays a
+token's weights out in the order its program runs them) finds its words already there.
+A request anywhere else is a miss: the store waits for the reads in flight, empties the
+FIFO and starts again at the new address, which costs the controller's latency once.
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.hdl import ResetInserter
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from mmfree_fpga import numerics as N
+
+from ..tritpack import TritUnpack, encode_beat
+from ..weights import request_layout, write_layout
+from .controller import cmd_layout, wdata_layout
+
+__all__ = ["SdramWeightStore", "BeatAssembler"]
+
+
+class BeatAssembler(wiring.Component):
+    """2-bit weight words from memory beats: ``beats_per_word`` beats of ``beat_bits`` make
+    one word, the first beat its least significant bits (so a word is stored as its bytes
+    in order, as ``numerics.pack_code_bytes`` lays them out).
+
+    Ports: ``beats`` (In stream, ``beat_bits``), ``words`` (Out stream, ``word_bits``).
+    Latency: a word is valid on ``words`` the cycle after the edge that took its last beat.
+    Throughput: a beat per cycle; ``beats.ready`` is low only while a finished word waits
+    for ``words.ready`` and the next word's beats have filled the shift register again
+    (never, when the consumer has room: ``SdramWeightStore`` reserves it).
+    """
+
+    def __init__(self, word_bits: int, beat_bits: int = 16):
+        if word_bits % beat_bits:
+            raise ValueError(f"a {word_bits}-bit word is not whole {beat_bits}-bit beats")
+        self.word_bits, self.beat_bits = word_bits, beat_bits
+        self.beats_per_word = word_bits // beat_bits
+        super().__init__({"beats": In(stream.Signature(beat_bits)),
+                          "words": Out(stream.Signature(word_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.beats_per_word
+        shift = Signal(self.word_bits, reset_less=True)
+        got = Signal(range(n))
+        full = Signal()                       # a whole word waits in `out`
+        out = Signal(self.word_bits, reset_less=True)
+        # the last beat may enter only if `out` is free or leaves this cycle
+        last = got == n - 1
+        m.d.comb += [
+            self.beats.ready.eq(~last | ~full | self.words.ready),
+            self.words.valid.eq(full), self.words.payload.eq(out),
+        ]
+        with m.If(self.words.valid & self.words.ready):
+            m.d.sync += full.eq(0)
+        with m.If(self.beats.valid & self.beats.ready):
+            word = Signal(self.word_bits)
+            m.d.comb += word.eq((shift >> self.beat_bits)
+                                | (self.beats.payload << (self.word_bits - self.beat_bits)))
+            m.d.sync += shift.eq(word)
+            with m.If(last):
+                m.d.sync += [got.eq(0), out.eq(word), full.eq(1)]
+            with m.Else():
+                m.d.sync += got.eq(got + 1)
+        return m
+
+
+class SdramWeightStore(wiring.Component):
+    """``depth`` weight words of ``lanes`` 2-bit codes stored in a memory behind a native
+    port of ``beat_bits``-bit beats, read ahead into a prefetch FIFO.
+
+    A word takes ``beats_per_word`` consecutive beat addresses from ``base`` + word x
+    ``beats_per_word``: with ``packing`` = 0 (2-bit codes) ``2 * lanes / beat_bits`` beats,
+    the word's bytes in order (:class:`BeatAssembler` puts them together); with
+    ``packing`` = 1 (1.6 bits, ``numerics.pack_words_base3``) ``numerics.packed_word_beats``
+    beats, packed by ``tritpack.encode_beat`` as the host writes a word and decoded by
+    ``tritpack.TritUnpack`` as it is read. The host's words are 2-bit codes either way.
+
+    Core and host side (``weights.WeightMemory``'s semantics, with any latency):
+
+    - ``req``: In stream of :func:`weights.request_layout`: a run of ``count`` words from
+      ``addr``; ``addr + count > depth`` is refused (nothing emitted, ``error`` set),
+      ``count`` = 0 emits nothing. A request that starts at the end of the previous run
+      (a *hit*) is taken at once, also while earlier words are still owed; any other (a
+      *miss*) is taken once every owed word went and every read in flight returned.
+    - ``words``: Out stream of ``2 * lanes``-bit words, the requested runs in order; only
+      requested words are offered (read-ahead words wait in the FIFO).
+    - ``write``: In stream of :func:`weights.write_layout`: the host writes a word; ready
+      once its beats are written (``beats_per_word`` write commands and data beats, about a
+      beat a cycle), served only while no word is owed (between runs). It stops and drops
+      the read-ahead, so the next request is a miss and sees the written word.
+    - ``read_addr`` / ``read_data``: the host reads a word (``command.mem_access_signature``,
+      one read at a time), between runs, through the same beats, decoder and FIFO as a
+      run; also a miss for the next request. An address >= ``depth`` reads what the memory
+      holds there (the processor range-checks READ).
+    - ``error``: Out, sticky: a refused request or write happened.
+
+    Memory side (``controller.SdramController``'s native port):
+
+    - ``cmd``: Out stream of :func:`controller.cmd_layout` (``mem_addr_bits``).
+    - ``wdata``: Out stream of :func:`controller.wdata_layout`: the data of each write command,
+      in order; a beat is offered only after its command was taken.
+    - ``rdata``: In stream of ``beat_bits``: the data of each read command, in order. The
+      store never lowers ``rdata.ready`` (LiteDRAM's native port ignores it): before it
+      issues a word's first read it reserves that word's place in the FIFO.
+
+    Counting (for ``top.Accelerator``'s memory counters): ``count_en`` (In) gates,
+    ``count_clear`` (In) zeroes ``beats`` (Out, 32 bits: read beats returned),
+    ``misses`` (Out, 32: requests that restarted the stream) and ``full`` (Out, 32: cycles
+    the read-ahead stopped because the FIFO was full).
+
+    Latency: a miss's first word is valid on ``words`` the controller's read latency plus
+    ``beats_per_word`` + 3 cycles after the request's edge; a hit's words are there at
+    once when the read-ahead got them. Throughput: a word per ``beats_per_word`` beats of
+    the memory's bandwidth; the FIFO (``prefetch_words`` words, a
+    ``lib.fifo.SyncFIFOBuffered``: block RAM) hands the core a word per cycle.
+    """
+
+    def __init__(self, lanes: int, depth: int, *, addr_bits: int = 24, count_bits: int = 20,
+                 mem_addr_bits: int = 24, beat_bits: int = 16, prefetch_words: int = 256,
+                 base: int = 0, packing: int = 0):
+        self.lanes, self.depth = lanes, depth
+        self.addr_bits, self.count_bits = addr_bits, count_bits
+        self.mem_addr_bits, self.beat_bits = mem_addr_bits, beat_bits
+        self.word_bits = N.CODE_BITS * lanes
+        self.packing = packing
+        if packing:
+            self.beats_per_word = N.packed_word_beats(lanes, beat_bits)
+        elif self.word_bits % beat_bits:
+            raise ValueError(f"a {self.word_bits}-bit word is not whole {beat_bits}-bit beats")
+        else:
+            self.beats_per_word = self.word_bits // beat_bits
+        if base + depth * self.beats_per_word > 1 << mem_addr_bits:
+            raise ValueError(f"{depth:,} words of {self.beats_per_word} beats from beat {base} "
+                             f"do not fit the memory's 2^{mem_addr_bits} beats")
+        if prefetch_words < 2:
+            raise ValueError("prefetch_words must be at least 2")
+        self.prefetch_words, self.base = prefetch_words, base
+        super().__init__({
+            "req": In(stream.Signature(request_layout(addr_bits, count_bits))),
+            "words": Out(stream.Signature(self.word_bits)),
+            "write": In(stream.Signature(write_layout(self.word_bits, addr_bits))),
+            "read_addr": In(stream.Signature(addr_bits)),
+            "read_data": Out(stream.Signature(self.word_bits)),
+            "error": Out(1),
+            "cmd": Out(stream.Signature(cmd_layout(mem_addr_bits))),
+            "wdata": Out(stream.Signature(wdata_layout(beat_bits))),
+            "rdata": In(stream.Signature(beat_bits)),
+            "count_en": In(1), "count_clear": In(1),
+            "beats": Out(32), "misses": Out(32), "full": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, P = self.beats_per_word, self.prefetch_words
+        flush = Signal()       # empties the FIFO and the decoder (nothing is in flight then)
+        decoder = (TritUnpack(self.lanes, self.beat_bits) if self.packing
+                   else BeatAssembler(self.word_bits, self.beat_bits))
+        m.submodules.dec = dec = ResetInserter(flush)(decoder)
+        m.submodules.fifo = fifo = ResetInserter(flush)(SyncFIFOBuffered(
+            width=self.word_bits, depth=P))
+
+        # -- beats back: always taken (the word's FIFO place was reserved at its issue) ------
+        m.d.comb += [self.rdata.ready.eq(1),
+                     dec.beats.valid.eq(self.rdata.valid & ~flush),
+                     dec.beats.payload.eq(self.rdata.payload),
+                     fifo.w_en.eq(dec.words.valid), fifo.w_data.eq(dec.words.payload),
+                     dec.words.ready.eq(fifo.w_rdy)]
+
+        # -- bookkeeping -----------------------------------------------------------------
+        inflight = Signal(range(P * B + 1))     # read beats issued, not yet returned
+        reserved = Signal(range(P + 1))         # words whose reads began, not yet taken out
+        owed = Signal(self.count_bits + 1 + ceil_log2(P + 1))   # words the core was promised
+        streaming = Signal()                    # the read-ahead runs from `ptr` on
+        run_end = Signal(self.addr_bits + 1)    # word after the last accepted request
+        ptr = Signal(self.mem_addr_bits)        # next beat address to read
+        beat = Signal(range(B))                 # its index within its word
+        next_word = Signal(self.addr_bits + 2)  # the word it belongs to (read-ahead)
+        # host access, between runs
+        mode = Signal(range(3))                 # 0 run, 1 host read, 2 host write
+        h_left = Signal(range(B + 1))           # host word's read/write commands to issue
+        h_data_left = Signal(range(B + 1))      # its write data beats to hand over
+        h_shift = Signal(self.word_bits, reset_less=True)
+
+        issue = Signal()        # a read command goes this cycle
+        took_word = Signal()    # a word left the FIFO this cycle
+        returned = self.rdata.valid
+        m.d.sync += inflight.eq(inflight + issue - returned)
+        with m.If(flush):
+            m.d.sync += reserved.eq(0)
+        with m.Else():
+            m.d.sync += reserved.eq(reserved + (issue & (beat == 0)) - took_word)
+
+        # -- the core's side ---------------------------------------------------------------
+        req = self.req.payload
+        quiet = (owed == 0) & (inflight == 0) & (mode == 0)
+        in_range = req.addr + req.count <= self.depth
+        hit = streaming & (req.addr == run_end)
+        m.d.comb += self.req.ready.eq(Mux(in_range & (req.count != 0), hit | quiet, 1))
+        accept = self.req.valid & self.req.ready
+        miss = Signal()
+        m.d.comb += miss.eq(accept & in_range & (req.count != 0) & ~hit)
+        new_owed = Mux(accept & in_range, req.count, 0)
+        m.d.sync += owed.eq(owed + new_owed - (took_word & (mode == 0)))
+        with m.If(accept & ~in_range):
+            m.d.sync += self.error.eq(1)
+        with m.If(accept & in_range & (req.count != 0)):
+            m.d.sync += run_end.eq(req.addr + req.count)
+        m.d.comb += flush.eq(miss)
+        with m.If(miss):
+            m.d.sync += [streaming.eq(1), ptr.eq(self.base + req.addr * B), beat.eq(0),
+                         next_word.eq(req.addr)]
+
+        m.d.comb += [
+            self.words.valid.eq(fifo.r_rdy & (owed != 0) & (mode == 0)),
+            self.words.payload.eq(fifo.r_data),
+        ]
+
+        # -- commands: the read-ahead, or the host's word ----------------------------------
+        room = (beat != 0) | (reserved < P)
+        # a miss waits: once every owed word's reads went, the read-ahead stops for it
+        past_end = (beat == 0) & (next_word >= run_end)
+        hold = self.req.valid & ~hit & past_end
+        ra_valid = streaming & (mode == 0) & room & ~flush & ~hold
+        cmd = self.cmd.payload
+        with m.If(mode == 0):
+            m.d.comb += [self.cmd.valid.eq(ra_valid), cmd.we.eq(0), cmd.addr.eq(ptr)]
+        with m.Else():
+            m.d.comb += [self.cmd.valid.eq(h_left != 0), cmd.we.eq(mode == 2),
+                         cmd.addr.eq(ptr)]
+        fire = self.cmd.valid & self.cmd.ready
+        m.d.comb += issue.eq(fire & ~cmd.we)
+        with m.If(fire):
+            m.d.sync += [ptr.eq(ptr + 1), beat.eq(Mux(beat == B - 1, 0, beat + 1))]
+            with m.If(beat == B - 1):
+                m.d.sync += next_word.eq(next_word + 1)
+            with m.If(mode != 0):
+                m.d.sync += h_left.eq(h_left - 1)
+        full_stall = streaming & (mode == 0) & ~room
+
+        # -- the host's side ---------------------------------------------------------------
+        host_quiet = (owed == 0) & (inflight == 0) & ~self.req.valid
+        wr = self.write.payload
+        # a word written or read ends the read-ahead: stop it, let the reads in flight land
+        host_wants = (self.write.valid | self.read_addr.valid) & (mode == 0) & (owed == 0)
+        with m.If(host_wants & ~self.req.valid):
+            m.d.sync += streaming.eq(0)
+        start_write = self.write.valid & (mode == 0) & host_quiet & ~streaming
+        start_read = (self.read_addr.valid & ~self.write.valid & (mode == 0) & host_quiet
+                      & ~streaming)
+        w_ok = wr.addr < self.depth
+        with m.If(start_write):
+            with m.If(w_ok):
+                m.d.comb += flush.eq(1)
+                m.d.sync += [mode.eq(2), h_left.eq(B), h_data_left.eq(B), beat.eq(0),
+                             ptr.eq(self.base + wr.addr * B), h_shift.eq(wr.data)]
+            with m.Else():
+                m.d.sync += self.error.eq(1)
+        # the write is acknowledged once its last data beat went (or at once when refused)
+        w_done = (mode == 2) & (h_data_left == 0)
+        m.d.comb += self.write.ready.eq(w_done | (start_write & ~w_ok))
+        with m.If(w_done):
+            m.d.sync += mode.eq(0)
+        # data beats: each after its command (LiteDRAM takes them after the command anyway)
+        if self.packing:       # a beat holds 5 codes a byte, zero codes past the word's end
+            step = N.CODE_BITS * N.TRITS_PER_BYTE * (self.beat_bits // 8)
+            beat_data = encode_beat(h_shift[:step], self.beat_bits)
+        else:
+            step = self.beat_bits
+            beat_data = h_shift[:self.beat_bits]
+        m.d.comb += [
+            self.wdata.valid.eq((mode == 2) & (h_data_left > h_left)),
+            self.wdata.payload.data.eq(beat_data),
+            self.wdata.payload.we.eq(-1),
+        ]
+        with m.If(self.wdata.valid & self.wdata.ready):
+            m.d.sync += [h_data_left.eq(h_data_left - 1), h_shift.eq(h_shift >> step)]
+
+        m.d.comb += self.read_addr.ready.eq(start_read)
+        with m.If(start_read):
+            m.d.comb += flush.eq(1)
+            m.d.sync += [mode.eq(1), h_left.eq(B), beat.eq(0),
+                         ptr.eq(self.base + self.read_addr.payload * B)]
+        m.d.comb += [self.read_data.valid.eq((mode == 1) & fifo.r_rdy),
+                     self.read_data.payload.eq(fifo.r_data)]
+        with m.If(self.read_data.valid & self.read_data.ready):
+            m.d.sync += mode.eq(0)
+
+        m.d.comb += [
+            took_word.eq(fifo.r_rdy & Mux(mode == 1, self.read_data.ready,
+                                          (mode == 0) & (owed != 0) & self.words.ready)),
+            fifo.r_en.eq(took_word),
+        ]
+
+        # -- counters ----------------------------------------------------------------------
+        n_beats, n_miss, n_full = Signal(32), Signal(32), Signal(32)
+        with m.If(self.count_clear):
+            m.d.sync += [n_beats.eq(0), n_miss.eq(0), n_full.eq(0)]
+        with m.Elif(self.count_en):
+            m.d.sync += [n_beats.eq(n_beats + returned), n_miss.eq(n_miss + miss),
+                         n_full.eq(n_full + full_stall)]
+        m.d.comb += [self.beats.eq(n_beats), self.misses.eq(n_miss), self.full.eq(n_full)]
+        return m
