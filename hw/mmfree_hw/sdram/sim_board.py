@@ -2,9 +2,11 @@
 sdram=)``) and the timing-checked chip model on them, as one top with the Verilator
 harness's ports (``cmd_in``, ``cmd_out``, ``busy``).
 
-The chip model (``mt48lc16m16a2.v``) runs on the system clock, as the board's SDRAM does
-(its clock pin is the system clock, phase-shifted by the board shell: not modelled), and
-is built with ``FATAL = 1``: the first datasheet violation ends the simulation with the
+The chip model (``mt48lc16m16a2.v``) runs on the inverted system clock: on the board the
+SDRAM clock pin is the system clock phase-shifted (litex-boards' ULX3S: a PLL output at
+90 degrees; 180 degrees from an ``ODDRX1F``), because LiteDRAM expects the chip to take a
+command in the cycle its pins change and counts its read latency from there. The chip is
+built with ``FATAL = 1``: the first datasheet violation ends the simulation with the
 rule's name on stderr and a non-zero exit, which the host sees as the simulator dying.
 """
 
@@ -45,7 +47,7 @@ class ChipModelBoard(wiring.Component):
         m.submodules.chip = Instance(
             "mt48lc16m16a2_split",
             p_TCK_PS=round(1e12 / self.clock_hz), p_FATAL=1,
-            i_clk=ClockSignal(), i_cke=pins.cke, i_cs_n=pins.cs_n, i_ras_n=pins.ras_n,
+            i_clk=~ClockSignal(), i_cke=pins.cke, i_cs_n=pins.cs_n, i_ras_n=pins.ras_n,
             i_cas_n=pins.cas_n, i_we_n=pins.we_n, i_ba=pins.ba, i_a=pins.a, i_dm=pins.dm,
             i_dq_o=pins.dq_o, i_dq_oe=pins.dq_oe, o_dq_i=pins.dq_i)
         return m
