@@ -1,4 +1,6 @@
 """Build a unit's Verilog from Amaranth and run its cocotb bench (cocotb_tools.runner).
+A plain Verilog top is run too: pass the path of its file as the component, the module's
+name as ``name`` and its Verilog parameters as ``hdl_parameters``.
 
 One build directory per unit and parameter set under ``sim_build/``; waveforms (FST with
 Verilator, VCD with Icarus) only when ``WAVES=1``. Returns a :class:`Result`: how many
@@ -30,20 +32,29 @@ class Result(NamedTuple):
 
 
 def run(component, name: str, test_module: str, params: dict | None = None,
-        simulator: str | None = None, only: list[str] | None = None) -> Result:
-    """``only``: the names of the module's cocotb tests to run (all when None)."""
+        simulator: str | None = None, only: list[str] | None = None,
+        hdl_parameters: dict | None = None) -> Result:
+    """``component``: an Amaranth component (converted to Verilog as module ``name``), or
+    the path (str / Path) of a Verilog file whose module ``name`` is the top, given the
+    Verilog parameters ``hdl_parameters``. ``only``: the names of the module's cocotb tests
+    to run (all when None)."""
     params = params or {}
     simulator = simulator or os.environ.get("SIM", "icarus")
-    tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    key = params if hdl_parameters is None else {"params": params, "hdl": hdl_parameters}
+    tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     build_dir = ROOT / "sim_build" / f"{name}-{simulator}-{tag}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    src = build_dir / f"{name}.v"
-    src.write_text(verilog.convert(component, name=name))
+    if isinstance(component, (str, os.PathLike)):
+        src = Path(component).resolve()
+    else:
+        src = build_dir / f"{name}.v"
+        src.write_text(verilog.convert(component, name=name))
     waves = os.environ.get("WAVES") == "1"
     runner = get_runner(simulator)
     build_args = ["-Wno-fatal", "-Wno-WIDTH"] if simulator == "verilator" else []
     runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
-                 timescale=("1ns", "1ps"), waves=waves, build_args=build_args)
+                 timescale=("1ns", "1ps"), waves=waves, build_args=build_args,
+                 parameters=hdl_parameters or {})
     report = build_dir / "checked.jsonl"
     report.unlink(missing_ok=True)
     env = {"MMF_PARAMS": json.dumps(params), "MMF_REPORT": str(report),
@@ -62,12 +73,14 @@ def run(component, name: str, test_module: str, params: dict | None = None,
 
 
 def check(record_property, component, name: str, test_module: str, params: dict,
-          only: list[str], tests: int | None = None) -> Result:
+          only: list[str], tests: int | None = None,
+          hdl_parameters: dict | None = None) -> Result:
     """:func:`run` for a pytest test: asserts that the cocotb tests ``only`` (``tests`` of
     them, if the module repeats a name) ran and passed, and records the results checked
     (``record_property``) for ``scripts/sim.py``."""
     tests = len(only) if tests is None else tests
-    result = run(component, name, test_module, params, only=only)
+    result = run(component, name, test_module, params, only=only,
+                 hdl_parameters=hdl_parameters)
     record_property("checked", result.checked)
     assert result.tests == tests and result.failed == 0, result
     return result

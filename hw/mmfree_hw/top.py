@@ -98,7 +98,8 @@ class Accelerator(wiring.Component):
             wiring.connect(m, wmem.wdata, ctrl.wdata)
             wiring.connect(m, ctrl.rdata, wmem.rdata)
             wiring.connect(m, ctrl.pins, wiring.flipped(self.sdram))
-            status = Mux(ctrl.init_error, C.MemoryStatus.ERROR,
+            # a write whose data came late (a store bug, never seen) is a broken memory too
+            status = Mux(ctrl.init_error | ctrl.wdata_underrun, C.MemoryStatus.ERROR,
                          Mux(ctrl.init_done, C.MemoryStatus.READY,
                              C.MemoryStatus.INITIALIZING))
             m.d.comb += [

@@ -12,7 +12,7 @@ rule's name on stderr and a non-zero exit, which the host sees as the simulator 
 
 from pathlib import Path
 
-from amaranth import ClockSignal, Instance, Module
+from amaranth import ClockSignal, Instance, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,14 +24,15 @@ class ChipModelBoard(wiring.Component):
     """``inner`` (a component with ``cmd_in``, ``cmd_out``, ``busy`` and ``sdram`` pins,
     and a ``verilog_sources()``) with the chip model on its pins. Ports: ``cmd_in``,
     ``cmd_out``, ``busy``, passed through unchanged (no latency). ``clock_hz``: the
-    system clock the chip model checks its timing against."""
+    system clock the chip model checks its timing against. ``dq_fault``: data bits that
+    read back inverted (a broken board, for the tests of the power-up check)."""
 
     cmd_in: In(stream.Signature(8))
     cmd_out: Out(stream.Signature(8))
     busy: Out(1)
 
-    def __init__(self, inner, clock_hz: float):
-        self.inner, self.clock_hz = inner, clock_hz
+    def __init__(self, inner, clock_hz: float, dq_fault: int = 0):
+        self.inner, self.clock_hz, self.dq_fault = inner, clock_hz, dq_fault
         super().__init__()
 
     def verilog_sources(self) -> list[Path]:
@@ -44,10 +45,12 @@ class ChipModelBoard(wiring.Component):
         wiring.connect(m, inner.cmd_out, wiring.flipped(self.cmd_out))
         m.d.comb += self.busy.eq(inner.busy)
         pins = inner.sdram
+        dq_i = Signal.like(pins.dq_i)
+        m.d.comb += pins.dq_i.eq(dq_i ^ self.dq_fault)
         m.submodules.chip = Instance(
             "mt48lc16m16a2_split",
             p_TCK_PS=round(1e12 / self.clock_hz), p_FATAL=1,
             i_clk=~ClockSignal(), i_cke=pins.cke, i_cs_n=pins.cs_n, i_ras_n=pins.ras_n,
             i_cas_n=pins.cas_n, i_we_n=pins.we_n, i_ba=pins.ba, i_a=pins.a, i_dm=pins.dm,
-            i_dq_o=pins.dq_o, i_dq_oe=pins.dq_oe, o_dq_i=pins.dq_i)
+            i_dq_o=pins.dq_o, i_dq_oe=pins.dq_oe, o_dq_i=dq_i)
         return m
