@@ -59,7 +59,7 @@ sim: $(VENV)/.stamp-dev iverilog
 	$(BIN)/python scripts/sim.py
 
 sim-long: $(VENV)/.stamp-dev iverilog
-	MMFREE_SIM_LONG=1 $(BIN)/python -m pytest -q tests/test_sim_core.py
+	MMFREE_SIM_LONG=1 $(BIN)/python -m pytest -q tests/test_sim_core.py tests/test_sim_sdram.py
 
 bench-sim: $(VENV)/.stamp-dev iverilog
 	$(BIN)/mmfree-fpga bench --backend sim --tokens 32 --json

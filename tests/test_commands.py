@@ -36,10 +36,11 @@ def test_enums_are_distinct_bytes_and_shared():
 def test_identify_round_trip():
     cfg = CoreConfig(lanes=64, weight_words=1000, max_topk=17)
     reply = C.identify_reply(cfg, build_id=0xDEADBEEF)
-    assert len(reply) == C.IDENTIFY_BYTES == 42
+    assert len(reply) == C.IDENTIFY_BYTES == 46
     assert reply[:5] == b"\x00MMFC" and reply[5:7] == struct.pack("<H", C.VERSION)
-    assert reply[-7:-3] == struct.pack("<I", 0xDEADBEEF)    # the build id, then the memory
-    assert reply[-3:] == bytes([C.MemoryKind.ON_CHIP, C.Packing.CODES_2BIT, 0])
+    assert reply[-11:-7] == struct.pack("<I", 0xDEADBEEF)   # the build id, then the memory
+    assert reply[-7:] == bytes([C.MemoryKind.ON_CHIP, C.Packing.CODES_2BIT]) + \
+        struct.pack("<I", 1000) + b"\x00"                   # all 1000 words on chip, ready
     r = C.bytes_reader(reply)
     assert C.read_status(r) == C.Status.OK
     ident = C.read_identify(r)
@@ -54,14 +55,16 @@ def test_identify_round_trip():
         r(1)
     # an SDRAM core: its memory counters are named, its status read back as flags
     sd = C.identify_reply(cfg, memory=C.MemoryKind.SDRAM, packing=C.Packing.BASE3,
-                          mem_status=C.MemoryStatus.ERROR | C.MemoryStatus.INITIALIZING)
+                          mem_status=C.MemoryStatus.ERROR | C.MemoryStatus.INITIALIZING,
+                          onchip_words=256)
     ident = C.read_identify(C.bytes_reader(sd[1:]))
     assert (ident.memory, ident.packing) == (C.MemoryKind.SDRAM, C.Packing.BASE3)
+    assert ident.onchip_words == 256
     assert ident.mem_status & C.MemoryStatus.ERROR and \
         ident.mem_status & C.MemoryStatus.INITIALIZING
     assert ident.counter_names == C.COUNTERS + ("MEM_BEATS", "MEM_MISSES", "MEM_FULL")
     bad = bytearray(sd)
-    bad[-3] = 9
+    bad[-7] = 9
     with pytest.raises(C.ProtocolError, match="unknown weight memory"):
         C.read_identify(C.bytes_reader(bytes(bad[1:])))
     assert C.read_identify(C.bytes_reader(C.identify_reply(cfg)[1:])).build_id == 0

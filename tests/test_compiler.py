@@ -374,3 +374,86 @@ def test_other_refusals():
     m.write(Space.SCRATCH, 0, [1, -2, N.X_MAX, 4])
     m.run(0)
     assert m.read(Space.SCRATCH, 0, 4).tolist() == [2, -4, N.X_MAX, 8]
+
+
+# -- WEIGHTS split between block RAM and SDRAM (onchip_words) ---------------------------------
+
+SHIPPED_WORDS = 48_128
+
+
+def _runs(c):
+    """(symbol, waddr, words) of each MATVEC, in program order."""
+    by_addr = {s.addr: name for name, s in c.symbols.items() if s.space == Space.WEIGHTS}
+    out = []
+    for ins in c.instructions():
+        if ins.op == Opcode.MATVEC:
+            out.append((by_addr[ins.waddr], ins.waddr, -(-ins.rows // c.core.lanes) * ins.k))
+    return out
+
+
+@pytest.mark.parametrize("budget", [0, 500, 1000, 4096, 8192, 16_384, SHIPPED_WORDS, 1 << 20])
+def test_onchip_budget_placement(shipped, budget):
+    model, ref = shipped
+    c = compile_model(model, SIM, trace=True, onchip_words=budget)
+    assert c.onchip_words == budget and ref.onchip_words is None
+    place = c.weight_placement()
+    runs = _runs(c)
+    # the symbols are in execution order, every MATVEC reads its own symbol's words
+    assert [name for name, _, _ in runs] == list(place)
+    for name, addr, words in runs:
+        assert c.symbols[name].addr == addr and c.symbols[name].length == words
+    # each part back to back in execution order: on chip from 0, in SDRAM from the budget
+    tops = {"onchip": 0, "sdram": budget}
+    for name, addr, words in runs:
+        assert addr == tops[place[name]], name
+        tops[place[name]] += words
+    on_top = tops["onchip"]
+    assert on_top <= budget
+    # the greedy keeps the most the budget allows (every shipped size is k x 512 words)
+    per_token = c.weight_words_per_token()
+    assert per_token["onchip"] == on_top == min(budget, SHIPPED_WORDS) // 512 * 512
+    assert per_token["onchip"] + per_token["sdram"] == SHIPPED_WORDS
+    lm = c.symbols["lm_head"].length
+    prompt = c.weight_words_per_token(generated=False)
+    assert prompt[place["lm_head"]] == per_token[place["lm_head"]] - lm
+    # the same words, the padding zeros, the rest of the image untouched
+    for name in place:
+        s, r = c.symbols[name], ref.symbols[name]
+        assert np.array_equal(c.weights[s.addr:s.addr + s.length],
+                              ref.weights[r.addr:r.addr + r.length])
+    assert not c.weights[on_top:budget].any()
+    assert len(c.weights) == (budget + per_token["sdram"] if per_token["sdram"] else on_top)
+    assert np.array_equal(c.params, ref.params) and np.array_equal(c.embed, ref.embed)
+    if budget == 0 or budget >= SHIPPED_WORDS:
+        # all in SDRAM or all on chip: the default layout and program, byte for byte
+        assert set(place.values()) == {"sdram" if budget == 0 else "onchip"}
+        assert c.program == ref.program and c.symbols == ref.symbols
+        assert np.array_equal(c.weights, ref.weights)
+
+
+def test_no_budget_has_no_placement(shipped):
+    model, ref = shipped
+    with pytest.raises(ValueError, match="without onchip_words"):
+        ref.weight_placement()
+    with pytest.raises(ValueError, match="without onchip_words"):
+        ref.weight_words_per_token()
+    with pytest.raises(ValueError, match="onchip_words must be >= 0"):
+        compile_model(model, SIM, onchip_words=-1)
+
+
+def test_onchip_budget_padding_must_fit(shipped):
+    model, _ = shipped
+    exact = dataclasses.replace(SIM, weight_words=SHIPPED_WORDS)
+    compile_model(model, exact, onchip_words=0)
+    compile_model(model, exact, onchip_words=4096)
+    with pytest.raises(DoesNotFit, match=r"WEIGHTS: the model needs 48,616 words"):
+        compile_model(model, exact, onchip_words=1000)     # 512 on chip, 488 padding
+
+
+@pytest.mark.parametrize("budget", [4096, 16_384])
+def test_onchip_budget_bit_exact(shipped, budget):
+    model, _ = shipped
+    c = compile_model(model, SIM, trace=True, onchip_words=budget)
+    prompt = Tokenizer.from_str(model.layout.tokenizer_json.decode()).encode(PROMPT).ids
+    out = _lockstep(model, Machine(c), prompt[:3], 3)
+    assert len(out) == 3

@@ -217,3 +217,101 @@ def test_streaming_rate_is_the_ports():
     assert marks["misses"] == 1
     # every read the port took returned and was counted; read-ahead past the run included
     assert marks["beats"] == port.reads >= 64 * dut.beats_per_word
+
+
+def test_embedding_rows_pause_the_read_ahead():
+    """The embedding after the weights: host writes and reads of entries, and the core's
+    rows fetched while a run's words are still owed (the read-ahead pauses, then resumes
+    where it stopped: the run has a single miss)."""
+    rng = random.Random(11)
+    lanes, depth, ne = 16, 40, 48
+    dut = SdramWeightStore(lanes, depth, addr_bits=6, count_bits=7, mem_addr_bits=10,
+                           prefetch_words=4, embed_words=ne, embed_addr_bits=6,
+                           embed_count_bits=6)
+    words = {a: random_code_word(rng, lanes) for a in range(depth)}
+    entries = [rng.getrandbits(16) for _ in range(ne)]
+    port = NativePort(dut, random.Random(3))
+    rows = [(10, 8), (0, 1), (40, 8), (47, 1)]
+    got, host_got, row_got, marks = [], [], [], {}
+
+    async def host(ctx):
+        for a, wv in words.items():
+            ctx.set(dut.write.valid, 1)
+            ctx.set(dut.write.payload, {"addr": a, "data": wv})
+            while not (await ctx.tick().sample(dut.write.ready))[-1]:
+                pass
+        ctx.set(dut.write.valid, 0)
+        for a, e in enumerate(entries):
+            ctx.set(dut.embed_write.valid, 1)
+            ctx.set(dut.embed_write.payload, {"addr": a, "data": e})
+            while not (await ctx.tick().sample(dut.embed_write.ready))[-1]:
+                pass
+        ctx.set(dut.embed_write.valid, 0)
+        for a in (5, 0, 47, 5):
+            ctx.set(dut.embed_read_addr.valid, 1)
+            ctx.set(dut.embed_read_addr.payload, a)
+            while not (await ctx.tick().sample(dut.embed_read_addr.ready))[-1]:
+                pass
+            ctx.set(dut.embed_read_addr.valid, 0)
+            ctx.set(dut.embed_read_data.ready, 1)
+            while True:
+                *_, v, d = await ctx.tick().sample(dut.embed_read_data.valid,
+                                                   dut.embed_read_data.payload)
+                if v:
+                    host_got.append(int(d))
+                    break
+            ctx.set(dut.embed_read_data.ready, 0)
+        marks["filled"] = True
+        ctx.set(dut.req.valid, 1)
+        ctx.set(dut.req.payload, {"addr": 0, "count": 40})
+        while not (await ctx.tick().sample(dut.req.ready))[-1]:
+            pass
+        ctx.set(dut.req.valid, 0)
+        ctx.set(dut.count_en, 1)
+        for addr, count in rows:
+            for _ in range(rng.randrange(30)):
+                await ctx.tick()
+            ctx.set(dut.embed_req.valid, 1)
+            ctx.set(dut.embed_req.payload, {"addr": addr, "count": count})
+            while not (await ctx.tick().sample(dut.embed_req.ready))[-1]:
+                pass
+            ctx.set(dut.embed_req.valid, 0)
+
+    async def rows_sink(ctx):
+        while len(row_got) < sum(c for _, c in rows):
+            *_, v, d = await ctx.tick().sample(dut.embed_data.valid, dut.embed_data.payload)
+            if v:
+                row_got.append(int(d))
+
+    async def sink(ctx):
+        orng = random.Random(2)
+        while "filled" not in marks:
+            await ctx.tick()
+        n = 0
+        while len(got) < depth:
+            ready = int(orng.random() < 0.3)       # slow: rows arrive while words are owed
+            ctx.set(dut.words.ready, ready)
+            *_, v, d = await ctx.tick().sample(dut.words.valid, dut.words.payload)
+            if v and ready:
+                got.append(int(d))
+            n += 1
+            assert n < 100_000
+        for _ in range(300):
+            await ctx.tick()
+        marks["misses"] = ctx.get(dut.misses)
+        marks["error"] = ctx.get(dut.error)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(port.process, background=True)
+    sim.add_testbench(host)
+    sim.add_testbench(rows_sink, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert host_got == [entries[a] for a in (5, 0, 47, 5)]
+    assert got == [words[a] for a in range(depth)]
+    assert row_got == [entries[a] for addr, count in rows for a in range(addr, addr + count)]
+    assert marks["misses"] == 0 and not marks["error"]     # the miss came before count_en
+    # every entry is its own beat, after the weights' beats
+    for a, e in enumerate(entries):
+        assert port.mem[dut.embed_base + a] == e

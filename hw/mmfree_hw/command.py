@@ -204,8 +204,9 @@ class CommandProcessor(wiring.Component):
       must be in by then) and for COUNTERS; it must be stable while no token runs.
     - ``mem_status``: In, 8 bits (``commands.MemoryStatus``): the weight memory's status,
       IDENTIFY's last byte, sampled as IDENTIFY is answered; 0 (ready) when not driven.
-      ``memory`` and ``packing`` (``commands.MemoryKind``, ``commands.Packing``) are the
-      constants IDENTIFY reports before it; ``memory`` also sets the counter count.
+      ``memory``, ``packing`` and ``onchip_words`` (``commands.MemoryKind``,
+      ``commands.Packing``, the weight words in block RAM) are the constants IDENTIFY
+      reports before it; ``memory`` also sets the counter count.
 
     Cycles (no back-pressure, memories answering in 1 cycle; test_command_amaranth asserts
     them): a byte in per cycle, with one cycle's pause after a WRITE/READ/CRC/RUN header
@@ -231,7 +232,7 @@ class CommandProcessor(wiring.Component):
     WEIGHTS 3 cycles per 32-byte word (the shipped model's 48,128 words: ~144 k cycles),
     EMBED, PARAMS and the other spaces a word a cycle.
 
-    Resources: an 8-bit output register, a ``max(42, 1 + 4 x counters, word bytes)``-byte
+    Resources: an 8-bit output register, a ``max(46, 1 + 4 x counters, word bytes)``-byte
     shift register for replies, read words and the words CRC'd, a word-wide shift register
     for WRITE, the header and the address/count registers, and the :class:`ChunkCRC` (its
     XOR networks, one per chunk size: with 128 lanes and ``crc_bytes`` = 16, 16-, 4- and
@@ -240,9 +241,10 @@ class CommandProcessor(wiring.Component):
 
     def __init__(self, core_config, build_id: int = 0, crc_bytes: int = 16,
                  memory: C.MemoryKind = C.MemoryKind.ON_CHIP,
-                 packing: C.Packing = C.Packing.CODES_2BIT):
+                 packing: C.Packing = C.Packing.CODES_2BIT, onchip_words: int | None = None):
         self._cfg = cfg = core_config
         self.memory, self.packing = C.MemoryKind(memory), C.Packing(packing)
+        self.onchip_words = onchip_words
         self._n_counters = C.default_counters(self.memory)
         if not 0 <= build_id < 1 << 32:
             raise ValueError(f"build_id = {build_id} does not fit IDENTIFY's u32")
@@ -278,7 +280,8 @@ class CommandProcessor(wiring.Component):
         for s in spaces:
             assert 8 * nbytes[s] == cfg.word_width(s), "a word is whole bytes"
         word_w = 8 * max(nbytes.values())
-        ident = C.identify_reply(cfg, self.build_id, self.memory, self.packing)
+        ident = C.identify_reply(cfg, self.build_id, self.memory, self.packing,
+                                 onchip_words=self.onchip_words)
         n_ctr = self._n_counters
         ser_bytes = max(len(ident), 1 + 4 * n_ctr, word_w // 8, 1 + C.CRC_VALUE.size)
         # CRC: a word of b bytes goes through the CRC unit in ceil(b / cb) chunks, all of cb

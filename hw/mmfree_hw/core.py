@@ -60,6 +60,14 @@ Ports (every one a stream, except ``counters`` and ``busy``):
 - ``counters``: Out, ``commands.COUNTERS`` x 32 bits, stable while no token runs;
   ``reset_counters``: In, one beat (while idle) zeroes them.
 - ``busy``: Out, high while a token runs.
+- With ``embed_external=True`` (the embedding in SDRAM, ``top.Accelerator(sdram=...)``):
+  the core has no ``mem_embed`` port (the host reaches EMBED at the memory) and instead
+  ``embed_req``: Out, ``weights.request_layout(EMBED address bits, LEN_BITS + 1)``: the
+  EMBED instruction's row ``{base + token x len, len}``, one beat per EMBED; and
+  ``embed_data``: In, 16 bits: the row's entries in order, always taken (``ready`` is
+  high). The row lands in an on-chip buffer of ``max_d`` entries, then the instruction
+  runs as before from there: the buffer replaces the EMBED memory, which on a board is
+  2 MB for the shipped model.
 
 Counters, one of the four categories each running cycle: ``ENGINE_BUSY`` (the engine took
 a weight word), ``ENGINE_WAIT_WEIGHTS`` (it could have and none was there, while a MATVEC
@@ -237,7 +245,8 @@ class _Static:
 
 
 class Core(wiring.Component):
-    def __init__(self, cfg: CoreConfig, gate_idle: bool = False):
+    def __init__(self, cfg: CoreConfig, gate_idle: bool = False,
+                 embed_external: bool = False):
         if cfg.lanes & (cfg.lanes - 1):
             raise ValueError("the core needs a power-of-two lane count")
         self.gate_idle = gate_idle
@@ -249,8 +258,16 @@ class Core(wiring.Component):
         #: (the host port's width) and a count of up to ``weight_words`` words
         self.weight_addr_bits = self.abits[Space.WEIGHTS]
         self.weight_count_bits = ceil_log2(cfg.weight_words + 1)
+        self.embed_external = embed_external
+        #: the spaces whose host port this core serves
+        self.host_spaces = tuple(s for s in HOST_SPACES
+                                 if not (embed_external and s == Space.EMBED))
         host = {port_name(s): In(mem_access_signature(self.abits[s], cfg.word_width(s)))
-                for s in HOST_SPACES}
+                for s in self.host_spaces}
+        if embed_external:
+            host["embed_req"] = Out(stream.Signature(
+                request_layout(self.abits[Space.EMBED], isa.LEN_BITS + 1)))
+            host["embed_data"] = In(stream.Signature(16))
         super().__init__({
             "weight_req": Out(stream.Signature(
                 request_layout(self.weight_addr_bits, self.weight_count_bits))),
@@ -273,18 +290,30 @@ class Core(wiring.Component):
         sa, pa, ea = (self.abits[s] for s in (Space.SCRATCH, Space.PARAMS, Space.EMBED))
 
         # -- memories ----------------------------------------------------------------------
-        def mem(space, shape):
+        def mem(space, shape, depth=None):
             m.submodules[f"mem_{space.name.lower()}"] = mm = memory.Memory(
-                shape=shape, depth=cfg.size(space), init=[])
+                shape=shape, depth=depth or cfg.size(space), init=[])
             return mm
 
         m_prog, m_par = mem(Space.PROGRAM, isa.WORD_BITS), mem(Space.PARAMS, 32)
-        m_emb, m_scr = mem(Space.EMBED, 16), mem(Space.SCRATCH, 32)
+        # an external embedding: this is the buffer its row is fetched into
+        m_emb = mem(Space.EMBED, 16, cfg.max_d if self.embed_external else None)
+        m_scr = mem(Space.SCRATCH, 32)
         for mm, space in ((m_prog, Space.PROGRAM), (m_par, Space.PARAMS),
                           (m_emb, Space.EMBED)):
+            if space not in self.host_spaces:
+                continue
             port, wr = mm.write_port(), getattr(self, port_name(space)).write
             m.d.comb += [wr.ready.eq(~self.busy), port.addr.eq(wr.payload.addr),
                          port.data.eq(wr.payload.data), port.en.eq(wr.valid & ~self.busy)]
+        if self.embed_external:
+            e_fill = Signal(isa.LEN_BITS + 1)        # entries of the row received
+            e_wr = m_emb.write_port()
+            m.d.comb += [self.embed_data.ready.eq(1), e_wr.addr.eq(e_fill),
+                         e_wr.data.eq(self.embed_data.payload),
+                         e_wr.en.eq(self.embed_data.valid)]
+            with m.If(self.embed_data.valid):
+                m.d.sync += e_fill.eq(e_fill + 1)
         prog_rd = m_prog.read_port()
         emb_rd = m_emb.read_port()
         scr_rd = {n: m_scr.read_port() for n in ("rms", "quant", "mv", "v0", "v1", "v2")}
@@ -422,7 +451,7 @@ class Core(wiring.Component):
         # host access while no token runs: reads through a pipe's read port, answered the
         # cycle after the address and held (the address is kept) until taken
         host_addr = {}
-        for space in HOST_SPACES:
+        for space in self.host_spaces:
             acc = getattr(self, port_name(space))
             rvalid = Signal(name=f"host_{space.name.lower()}_rvalid")
             held = Signal(self.abits[space], name=f"host_{space.name.lower()}_addr")
@@ -435,10 +464,13 @@ class Core(wiring.Component):
             host_addr[space] = Mux(fire, acc.read_addr.payload, held)
             m.d.comb += acc.read_data.valid.eq(rvalid)
         h_scr, h_state = self.mem_scratch, self.mem_state
+        if not self.embed_external:
+            m.d.comb += self.mem_embed.read_data.payload.eq(emb_rd.data)
+            with m.If(~self.busy):
+                m.d.comb += emb_rd.addr.eq(host_addr[Space.EMBED])
         m.d.comb += [prog_rd.addr.eq(Mux(self.busy, pc, host_addr[Space.PROGRAM])),
                      self.mem_program.read_data.payload.eq(prog_rd.data),
                      self.mem_params.read_data.payload.eq(par_rd["v0"].data),
-                     self.mem_embed.read_data.payload.eq(emb_rd.data),
                      self.mem_scratch.read_data.payload.eq(scr_rd["v0"].data),
                      self.mem_state.read_data.payload.eq(mlgru.host_rdata),
                      h_scr.write.ready.eq(~self.busy), h_state.write.ready.eq(~self.busy),
@@ -460,7 +492,6 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += [scr_rd["v0"].addr.eq(host_addr[Space.SCRATCH]),
                          par_rd["v0"].addr.eq(host_addr[Space.PARAMS]),
-                         emb_rd.addr.eq(host_addr[Space.EMBED]),
                          scr_wr.addr.eq(h_scr.write.payload.addr),
                          scr_wr.data.eq(h_scr.write.payload.data),
                          scr_wr.en.eq(h_scr.write.valid)]
@@ -827,12 +858,16 @@ class Core(wiring.Component):
                 m.d.comb += [sc_vec.start.eq(1)]
                 with m.Switch(vop):
                     with m.Case(Opcode.EMBED):
-                        m.d.sync += [g_vec.base_e.eq(v_embed_base),
-                                     g_vec.length.eq(field(w, Opcode.EMBED, "len")),
+                        m.d.sync += [g_vec.length.eq(field(w, Opcode.EMBED, "len")),
                                      sc_vec.dst.eq(field(w, Opcode.EMBED, "dst")),
                                      sc_vec.length.eq(field(w, Opcode.EMBED, "len"))]
-                        m.d.comb += g_vec.start.eq(1)
-                        m.next = "EMBED"
+                        if self.embed_external:      # fetch the row into the buffer first
+                            m.d.sync += [g_vec.base_e.eq(0), e_fill.eq(0)]
+                            m.next = "EMBED_REQ"
+                        else:
+                            m.d.sync += g_vec.base_e.eq(v_embed_base)
+                            m.d.comb += g_vec.start.eq(1)
+                            m.next = "EMBED"
                     with m.Case(Opcode.MLGRU):
                         op = Opcode.MLGRU
                         n = field(w, op, "n")
@@ -860,6 +895,18 @@ class Core(wiring.Component):
                                      g_vec.length.eq(field(w, op, "len")),
                                      v_count.eq(field(w, op, "len"))]
                         m.next = "TRACE_HEAD"
+            if self.embed_external:
+                with m.State("EMBED_REQ"):
+                    m.d.comb += [self.embed_req.valid.eq(1),
+                                 self.embed_req.payload.addr.eq(v_embed_base),
+                                 self.embed_req.payload.count.eq(
+                                     field(w, Opcode.EMBED, "len"))]
+                    with m.If(self.embed_req.ready):
+                        m.next = "EMBED_FILL"
+                with m.State("EMBED_FILL"):
+                    with m.If(e_fill == g_vec.length):
+                        m.d.comb += g_vec.start.eq(1)
+                        m.next = "EMBED"
             with m.State("EMBED"):           # x = rshift_round(e, frac - 16)
                 frac = field(w, Opcode.EMBED, "frac")
                 e = G.e0.as_signed()

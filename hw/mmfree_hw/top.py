@@ -21,7 +21,7 @@ from mmfree_fpga.core_config import CoreConfig, SdramConfig
 from mmfree_fpga.isa import Space
 
 from .command import CommandProcessor, port_name
-from .core import HOST_SPACES, Core
+from .core import Core
 from .gating import gate
 from .link import FrameLink
 from .weights import WeightMemory
@@ -75,12 +75,14 @@ class Accelerator(wiring.Component):
         if sd is None:
             cp = CommandProcessor(cfg)
         else:
-            cp = CommandProcessor(cfg, memory=C.MemoryKind.SDRAM, packing=sd.packing)
+            cp = CommandProcessor(cfg, memory=C.MemoryKind.SDRAM, packing=sd.packing,
+                                  onchip_words=sd.onchip_words)
         if self.gate_idle:      # simulation only (gating.py); it waits while a token runs
             gate(m, "cp", cp, hold=CP_HOLD)
         else:
             m.submodules.cp = cp
-        m.submodules.core = core = Core(cfg, gate_idle=self.gate_idle)
+        m.submodules.core = core = Core(cfg, gate_idle=self.gate_idle,
+                                        embed_external=sd is not None and sd.embed_in_sdram)
         if sd is None:
             m.submodules.weights = wmem = WeightMemory(
                 cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
@@ -89,14 +91,33 @@ class Accelerator(wiring.Component):
         else:
             from .sdram.weight_store import SdramWeightStore
             m.submodules.ctrl = ctrl = self.controller
-            m.submodules.weights = wmem = SdramWeightStore(
-                cfg.lanes, cfg.weight_words, addr_bits=core.weight_addr_bits,
+            split = sd.onchip_words
+            sdw = SdramWeightStore(
+                cfg.lanes, cfg.weight_words - split, addr_bits=core.weight_addr_bits,
                 count_bits=core.weight_count_bits, mem_addr_bits=ctrl.addr_bits,
                 beat_bits=sd.beat_bits, prefetch_words=sd.prefetch_words,
-                packing=sd.packing)
-            wiring.connect(m, wmem.cmd, ctrl.cmd)
-            wiring.connect(m, wmem.wdata, ctrl.wdata)
-            wiring.connect(m, ctrl.rdata, wmem.rdata)
+                packing=sd.packing,
+                embed_words=cfg.embed_words if sd.embed_in_sdram else 0,
+                embed_addr_bits=core.abits[Space.EMBED],
+                embed_count_bits=len(core.embed_req.payload.count) if sd.embed_in_sdram
+                else 13)
+            if split:       # the first words in block RAM (the compiler places by it)
+                from .hybrid_weights import HybridWeightStore
+                m.submodules.weights = wmem = HybridWeightStore(
+                    cfg.lanes, cfg.weight_words, split, sdw,
+                    addr_bits=core.weight_addr_bits, count_bits=core.weight_count_bits)
+            else:
+                m.submodules.weights = wmem = sdw
+            if sd.embed_in_sdram:
+                wiring.connect(m, core.embed_req, sdw.embed_req)
+                wiring.connect(m, sdw.embed_data, core.embed_data)
+                host_e = cp.mem(Space.EMBED)
+                wiring.connect(m, host_e.write, sdw.embed_write)
+                wiring.connect(m, host_e.read_addr, sdw.embed_read_addr)
+                wiring.connect(m, sdw.embed_read_data, host_e.read_data)
+            wiring.connect(m, sdw.cmd, ctrl.cmd)
+            wiring.connect(m, sdw.wdata, ctrl.wdata)
+            wiring.connect(m, ctrl.rdata, sdw.rdata)
             wiring.connect(m, ctrl.pins, wiring.flipped(self.sdram))
             # a write whose data came late (a store bug, never seen) is a broken memory too
             status = Mux(ctrl.init_error | ctrl.wdata_underrun, C.MemoryStatus.ERROR,
@@ -104,9 +125,9 @@ class Accelerator(wiring.Component):
                              C.MemoryStatus.INITIALIZING))
             m.d.comb += [
                 cp.mem_status.eq(status),
-                wmem.count_en.eq(core.busy),
-                wmem.count_clear.eq(core.reset_counters.valid & core.reset_counters.ready),
-                cp.counters.eq(Cat(core.counters, wmem.beats, wmem.misses, wmem.full)),
+                sdw.count_en.eq(core.busy),
+                sdw.count_clear.eq(core.reset_counters.valid & core.reset_counters.ready),
+                cp.counters.eq(Cat(core.counters, sdw.beats, sdw.misses, sdw.full)),
             ]
         wiring.connect(m, wiring.flipped(self.cmd_in), cp.cmd_in)
         wiring.connect(m, cp.cmd_out, wiring.flipped(self.cmd_out))
@@ -114,7 +135,7 @@ class Accelerator(wiring.Component):
             wiring.connect(m, getattr(cp, name), getattr(core, name))
         for name in ("records", "token_done"):
             wiring.connect(m, getattr(core, name), getattr(cp, name))
-        for space in HOST_SPACES:
+        for space in core.host_spaces:
             wiring.connect(m, cp.mem(space), getattr(core, port_name(space)))
         host_w = cp.mem(Space.WEIGHTS)
         wiring.connect(m, host_w.write, wmem.write)

@@ -60,6 +60,10 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
     ideal = compiled.layout.ternary_weights / compiled.core.lanes
     per = {k: c[k] / steps for k in ("CYCLES", "ENGINE_BUSY", "ENGINE_WAIT_WEIGHTS",
                                      "WAIT_VECTOR", "SEQUENCER", "INSTRUCTIONS")}
+    memory = _memory(backend, c, steps, per["CYCLES"])
+    flat = {} if memory is None else {k: memory[k] for k in (
+        "sdram_efficiency", "bytes_per_token", "tokens_per_s_at_clock",
+        "bandwidth_bound_tokens_per_s") if k in memory}
     return {
         "backend": backend.name,
         "lanes": compiled.core.lanes,
@@ -73,14 +77,16 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
         "golden_tokens_per_s": gsteps / gwall,
         "identical_to_golden": seq == want,
         "link": link,
-        "memory": _memory(backend, c, steps, per["CYCLES"]),
+        **flat,                # the SDRAM's headline figures, also under "memory"
+        "memory": memory,
     }
 
 
 def _memory(backend, c: dict, steps: int, cycles_per_token: float) -> dict | None:
     """The SDRAM's figures, when the weights stream from one (its counters are there):
     ``sdram_efficiency`` (cycles its data bus carried a beat, over the token's cycles),
-    ``bytes_per_token`` (what the token's weight words take in the memory: every word once),
+    ``bytes_per_token`` (what the token's weight words take in the SDRAM: every word once;
+    ``onchip_bytes_per_token``: those read from block RAM instead),
     the bytes it actually read (the read-ahead runs past a token's last word), restarts of
     the weight stream and cycles the prefetch FIFO was full; with the clock, tokens/s there
     and the physical limit (the bus's bytes/s over bytes per token)."""
@@ -96,11 +102,16 @@ def _memory(backend, c: dict, steps: int, cycles_per_token: float) -> dict | Non
     else:
         beats_per_word = N.CODE_BITS * lanes // (8 * beat_bytes)
     words = c["ENGINE_BUSY"] / steps
+    onchip = 0
+    if backend.compiled.onchip_words:        # a split store: the compiler's placement
+        onchip = backend.compiled.weight_words_per_token()["onchip"]
     out = {
         "memory": ident.memory.name.lower(),
         "packing": ident.packing.name.lower(),
+        "onchip_words": ident.onchip_words,
         "sdram_efficiency": c["MEM_BEATS"] / c["CYCLES"],
-        "bytes_per_token": words * beats_per_word * beat_bytes,
+        "bytes_per_token": (words - onchip) * beats_per_word * beat_bytes,
+        "onchip_bytes_per_token": onchip * N.CODE_BITS * lanes // 8,
         "bytes_read_per_token": c["MEM_BEATS"] * beat_bytes / steps,
         "beats_per_word": beats_per_word,
         "stream_restarts_per_token": c["MEM_MISSES"] / steps,

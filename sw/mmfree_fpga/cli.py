@@ -121,7 +121,7 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     image = _image_of(model_path)
     driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD, sdram=sdram)
     try:
-        compiled = compile_model(image, core)
+        compiled = compile_model(image, core, onchip_words=_onchip_split(driver))
     except DoesNotFit as e:
         driver.close()
         raise BackendError(f"{model_path}: {e}") from None
@@ -132,6 +132,17 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
                                  fresh=name == "sim")  # a new simulator holds nothing yet
     backend.sdram = sdram if name == "sim" else None
     return backend
+
+
+def _onchip_split(driver) -> int | None:
+    """The weight words a device keeps in block RAM beside its SDRAM (IDENTIFY), for the
+    compiler's placement; None when there is no split (all on chip, or all in SDRAM)."""
+    from . import commands as C
+
+    ident = driver.identity
+    if ident.memory == C.MemoryKind.SDRAM and 0 < ident.onchip_words:
+        return ident.onchip_words
+    return None
 
 
 def _tokenizer_from_bytes(data: bytes):
@@ -180,7 +191,7 @@ def _cmd_info(args) -> int:
                 "memory_status": _memory_status(ident),
                 "words": {C.Space(s).name: n for s, n in ident.words.items()}}
         try:
-            compiled = compile_model(image, core)
+            compiled = compile_model(image, core, onchip_words=_onchip_split(driver))
             lanes = ident.lanes
             info["model_loaded"] = all(
                 driver.crc(s, 0, len(w)) == C.words_crc(s, w, lanes)
@@ -289,21 +300,27 @@ def _link_args(p) -> None:
                    help="--memory sdram: weights as 2-bit codes or 5 codes a byte (base 3)")
     p.add_argument("--sdram-mhz", type=float, default=50.0,
                    help="--memory sdram: the clock of the core and the SDRAM (default 50)")
+    p.add_argument("--onchip-words", type=int, default=0,
+                   help="--memory sdram: weight words kept in block RAM (the compiler "
+                        "places the matrices that fill them there; default 0)")
 
 
 def _sdram_of(args):
     """The simulated SDRAM configuration ``--memory`` etc. ask for (None: block RAM)."""
     if getattr(args, "memory", "bram") != "sdram":
-        if getattr(args, "packing", "2bit") != "2bit":
-            raise UsageError("--packing applies to --memory sdram only")
+        if getattr(args, "packing", "2bit") != "2bit" or getattr(args, "onchip_words", 0):
+            raise UsageError("--packing and --onchip-words apply to --memory sdram only")
         return None
-    from .core_config import SdramConfig
+    from .core_config import SIM, SdramConfig
 
     if not 10 <= args.sdram_mhz <= 200:
         raise UsageError(f"--sdram-mhz {args.sdram_mhz:g}: the SDRAM model and LiteDRAM's "
                          f"timings are for 10 .. 200 MHz")
+    if not 0 <= args.onchip_words < SIM.weight_words:
+        raise UsageError(f"--onchip-words {args.onchip_words}: 0 .. {SIM.weight_words - 1}")
     return SdramConfig(clock_hz=args.sdram_mhz * 1e6,
-                       packing=1 if args.packing == "1.6bit" else 0)
+                       packing=1 if args.packing == "1.6bit" else 0,
+                       onchip_words=args.onchip_words)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ PROGRAM   128            16              uint8 ``[count, 16]`` or Python ints
 Commands (host -> core)
 =======================
 
-``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 42 bytes)::
+``IDENTIFY`` (0x01), no payload. Reply (:data:`IDENTIFY_BYTES` = 46 bytes)::
 
     u8  status        OK
     4   magic         b"MMFC"
@@ -47,6 +47,8 @@ Commands (host -> core)
     u32 build_id      which gateware build answers (0: not given)
     u8  memory        where the weights live (:class:`MemoryKind`)
     u8  packing       how they are stored there (:class:`Packing`)
+    u32 onchip_words  SDRAM: the WEIGHTS words [0, onchip_words) kept in block RAM (the
+                      compiler places weights by it; 0: all in SDRAM); on chip: the size
     u8  mem_status    :class:`MemoryStatus` flags, read when IDENTIFY is answered: 0 is a
                       memory ready for use; INITIALIZING while an SDRAM controller runs its
                       init sequence and power-up check; ERROR (sticky) when the controller
@@ -224,14 +226,14 @@ class MemoryStatus(enum.IntFlag):
 COUNTERS: tuple[str, ...] = tuple(c.name for c in Counter)
 MEMORY_COUNTERS: tuple[str, ...] = tuple(c.name for c in MemoryCounter)
 MAX_RUN_TOKENS = 0xFFFF          # RUN's count is a u16
-IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1 + 4 + 3
+IDENTIFY_BYTES = 1 + 4 + 2 + 2 + 4 * len(Space) + 1 + 1 + 4 + 2 + 4 + 1
 TRACE_HEAD = struct.Struct("<BHH")      # type, tag, len
 RESULT_HEAD = struct.Struct("<BB")      # type, n
 ERROR_RECORD = struct.Struct("<BBH")    # type, code, pc
 ADDR_HEAD = struct.Struct("<BBII")      # opcode, space, addr, count (WRITE, READ, CRC)
 CRC_VALUE = struct.Struct("<I")         # CRC's reply after its OK status
 RUN_HEAD = struct.Struct("<BBH")        # opcode, topk, count
-_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBBIBBB")
+_IDENT = struct.Struct(f"<B4sHH{len(Space)}IBBIBBIB")
 assert _IDENT.size == IDENTIFY_BYTES
 
 
@@ -390,7 +392,7 @@ def encode_reset_counters() -> bytes:
 def identify_reply(core, build_id: int = 0, memory: MemoryKind = MemoryKind.ON_CHIP,
                    packing: Packing = Packing.CODES_2BIT,
                    mem_status: MemoryStatus = MemoryStatus.READY,
-                   n_counters: int | None = None) -> bytes:
+                   n_counters: int | None = None, onchip_words: int | None = None) -> bytes:
     """The IDENTIFY reply (:data:`IDENTIFY_BYTES`, status included) of a core (a
     ``CoreConfig``) built with ``build_id`` (a u32), its weights in ``memory`` stored as
     ``packing``, ``n_counters`` counters (default: :class:`Counter`'s, plus
@@ -401,9 +403,12 @@ def identify_reply(core, build_id: int = 0, memory: MemoryKind = MemoryKind.ON_C
         raise ValueError(f"build_id = {build_id} does not fit its u32")
     if n_counters is None:
         n_counters = default_counters(memory)
+    if onchip_words is None:
+        onchip_words = core.weight_words if memory == MemoryKind.ON_CHIP else 0
     return _IDENT.pack(Status.OK, MAGIC, VERSION, core.lanes,
                        *(core.size(s) for s in Space), core.max_topk, n_counters, build_id,
-                       MemoryKind(memory), Packing(packing), MemoryStatus(mem_status))
+                       MemoryKind(memory), Packing(packing), onchip_words,
+                       MemoryStatus(mem_status))
 
 
 def default_counters(memory: MemoryKind = MemoryKind.ON_CHIP) -> int:
@@ -455,6 +460,7 @@ class Identity(NamedTuple):
     memory: MemoryKind = MemoryKind.ON_CHIP
     packing: Packing = Packing.CODES_2BIT
     mem_status: MemoryStatus = MemoryStatus.READY
+    onchip_words: int = 0
 
     @property
     def counter_names(self) -> tuple[str, ...]:
@@ -527,16 +533,17 @@ def read_identify(read: Reader) -> Identity:
     if version != VERSION:
         raise VersionMismatch(version)
     rest = _IDENT.size - 7
-    vals = struct.unpack(f"<H{len(Space)}IBBIBBB", read(rest))
+    vals = struct.unpack(f"<H{len(Space)}IBBIBBIB", read(rest))
     try:
-        memory, packing = MemoryKind(vals[-3]), Packing(vals[-2])
+        memory, packing = MemoryKind(vals[-4]), Packing(vals[-3])
     except ValueError:
-        raise ProtocolError(f"IDENTIFY names an unknown weight memory ({vals[-3]}) or "
-                            f"packing ({vals[-2]})") from None
+        raise ProtocolError(f"IDENTIFY names an unknown weight memory ({vals[-4]}) or "
+                            f"packing ({vals[-3]})") from None
     return Identity(version=version, lanes=vals[0],
                     words={s: vals[1 + i] for i, s in enumerate(Space)},
-                    max_topk=vals[-6], n_counters=vals[-5], build_id=vals[-4],
-                    memory=memory, packing=packing, mem_status=MemoryStatus(vals[-1]))
+                    max_topk=vals[-7], n_counters=vals[-6], build_id=vals[-5],
+                    memory=memory, packing=packing, onchip_words=vals[-2],
+                    mem_status=MemoryStatus(vals[-1]))
 
 
 def read_crc(read: Reader) -> int:

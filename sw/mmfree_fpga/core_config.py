@@ -111,13 +111,20 @@ class SdramConfig:
     ULX3S's 16-bit SDR SDRAM (MT48LC16M16A2, 32 MB) at ``clock_hz`` (the core runs on the
     same clock), words stored as ``packing`` (``commands.Packing``: 2-bit codes, or 1.6-bit
     base 3), a prefetch FIFO of ``prefetch_words`` weight words in front of the engine.
-    ``refresh_postponing``: LiteDRAM's (1 .. 8 refreshes postponed and issued together)."""
+    ``refresh_postponing``: LiteDRAM's (1 .. 8 refreshes postponed and issued together).
+    ``embed_in_sdram``: the embedding table lives in the SDRAM too, after the weights (the
+    core fetches a token's row into a ``max_d``-entry buffer); False keeps it in block
+    RAM. ``onchip_words``: the first WEIGHTS words kept in block RAM
+    (``mmfree_hw.hybrid_weights``; the compiler places the BitLinears that fill it there,
+    ``compile_model(onchip_words=)``), the rest streamed; 0: every weight in SDRAM."""
 
     clock_hz: float = 50e6
     packing: int = 0
     prefetch_words: int = 512
     refresh_postponing: int = 1
     beat_bits: int = 16
+    embed_in_sdram: bool = True
+    onchip_words: int = 0
     #: the chip's words (16 M of 16 bits): what the weight words' beats must fit
     memory_beats: int = 1 << 24
 
@@ -128,6 +135,8 @@ class SdramConfig:
             raise ValueError("packing must be 0 (2-bit codes) or 1 (base 3)")
         if self.prefetch_words < 2:
             raise ValueError("prefetch_words must be at least 2")
+        if self.onchip_words < 0:
+            raise ValueError("onchip_words must be >= 0")
 
     def beats_per_word(self, lanes: int) -> int:
         """Memory beats one weight word of ``lanes`` codes takes."""

@@ -13,7 +13,7 @@ A request anywhere else is a miss: the store waits for the reads in flight, empt
 FIFO and starts again at the new address, which costs the controller's latency once.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Const, Module, Mux, Signal
 from amaranth.hdl import ResetInserter
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -115,6 +115,21 @@ class SdramWeightStore(wiring.Component):
       store never lowers ``rdata.ready`` (LiteDRAM's native port ignores it): before it
       issues a word's first read it reserves that word's place in the FIFO.
 
+    The embedding (``embed_words`` > 0; ``beat_bits`` = 16, an int16 entry a beat) lives
+    right after the weights, from beat :attr:`embed_base`:
+
+    - ``embed_req``: In stream of :func:`weights.request_layout` (``embed_addr_bits``,
+      ``embed_count_bits``): the core's EMBED row; ``embed_data``: Out stream of the
+      entries in order, one per returned beat. ``embed_data.ready`` is ignored: the
+      consumer takes a beat whenever one is valid (the core writes them into a buffer).
+      The request pauses the read-ahead (its words already in flight land first), so a
+      row costs its ``count`` beats plus the controller's latency, and the weight stream
+      resumes where it stopped: no miss.
+    - ``embed_write``, ``embed_read_addr`` / ``embed_read_data``: the host's EMBED port
+      (``command.mem_access_signature``), an entry per beat; they pause the read-ahead as a
+      row does. An address past the embedding is refused (``error``), reads return what
+      the memory holds (the processor range-checks).
+
     Counting (for ``top.Accelerator``'s memory counters): ``count_en`` (In) gates,
     ``count_clear`` (In) zeroes ``beats`` (Out, 32 bits: read beats returned),
     ``misses`` (Out, 32: requests that restarted the stream) and ``full`` (Out, 32: cycles
@@ -129,7 +144,8 @@ class SdramWeightStore(wiring.Component):
 
     def __init__(self, lanes: int, depth: int, *, addr_bits: int = 24, count_bits: int = 20,
                  mem_addr_bits: int = 24, beat_bits: int = 16, prefetch_words: int = 256,
-                 base: int = 0, packing: int = 0):
+                 base: int = 0, packing: int = 0, embed_words: int = 0,
+                 embed_addr_bits: int = 20, embed_count_bits: int = 13):
         self.lanes, self.depth = lanes, depth
         self.addr_bits, self.count_bits = addr_bits, count_bits
         self.mem_addr_bits, self.beat_bits = mem_addr_bits, beat_bits
@@ -147,7 +163,24 @@ class SdramWeightStore(wiring.Component):
         if prefetch_words < 2:
             raise ValueError("prefetch_words must be at least 2")
         self.prefetch_words, self.base = prefetch_words, base
+        self.embed_words, self.embed_count_bits = embed_words, embed_count_bits
+        #: the embedding's first beat: right after the weights
+        self.embed_base = base + depth * self.beats_per_word
+        if self.embed_base + embed_words > 1 << mem_addr_bits:
+            raise ValueError(f"the weights and {embed_words:,} embedding entries do not fit "
+                             f"the memory's 2^{mem_addr_bits} beats")
+        embed = {}
+        if embed_words:
+            embed = {
+                "embed_req": In(stream.Signature(request_layout(embed_addr_bits,
+                                                                embed_count_bits))),
+                "embed_data": Out(stream.Signature(beat_bits)),
+                "embed_write": In(stream.Signature(write_layout(beat_bits, embed_addr_bits))),
+                "embed_read_addr": In(stream.Signature(embed_addr_bits)),
+                "embed_read_data": Out(stream.Signature(beat_bits)),
+            }
         super().__init__({
+            **embed,
             "req": In(stream.Signature(request_layout(addr_bits, count_bits))),
             "words": Out(stream.Signature(self.word_bits)),
             "write": In(stream.Signature(write_layout(self.word_bits, addr_bits))),
@@ -164,6 +197,8 @@ class SdramWeightStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         B, P = self.beats_per_word, self.prefetch_words
+        has_embed = self.embed_words > 0
+        E = 1 << self.embed_count_bits         # a row's most entries, + 1
         flush = Signal()       # empties the FIFO and the decoder (nothing is in flight then)
         decoder = (TritUnpack(self.lanes, self.beat_bits) if self.packing
                    else BeatAssembler(self.word_bits, self.beat_bits))
@@ -171,15 +206,22 @@ class SdramWeightStore(wiring.Component):
         m.submodules.fifo = fifo = ResetInserter(flush)(SyncFIFOBuffered(
             width=self.word_bits, depth=P))
 
-        # -- beats back: always taken (the word's FIFO place was reserved at its issue) ------
+        # modes: the read-ahead runs (RUN), or one access has the port. The side accesses
+        # (the embedding) pause the read-ahead; a host access to the weights ends it.
+        RUN, HREAD, HWRITE, EROW, EREAD, EWRITE = range(6)
+        mode = Signal(range(6))
+        side = (mode == EROW) | (mode == EREAD) | (mode == EWRITE)
+        to_side = (mode == EROW) | (mode == EREAD)       # their beats bypass the decoder
+
+        # -- beats back: always taken (a word's FIFO place was reserved at its issue) -------
         m.d.comb += [self.rdata.ready.eq(1),
-                     dec.beats.valid.eq(self.rdata.valid & ~flush),
+                     dec.beats.valid.eq(self.rdata.valid & ~flush & ~to_side),
                      dec.beats.payload.eq(self.rdata.payload),
                      fifo.w_en.eq(dec.words.valid), fifo.w_data.eq(dec.words.payload),
                      dec.words.ready.eq(fifo.w_rdy)]
 
         # -- bookkeeping -----------------------------------------------------------------
-        inflight = Signal(range(P * B + 1))     # read beats issued, not yet returned
+        inflight = Signal(range(P * B + E + 1))   # read beats issued, not returned
         reserved = Signal(range(P + 1))         # words whose reads began, not yet taken out
         owed = Signal(self.count_bits + 1 + ceil_log2(P + 1))   # words the core was promised
         streaming = Signal()                    # the read-ahead runs from `ptr` on
@@ -187,11 +229,13 @@ class SdramWeightStore(wiring.Component):
         ptr = Signal(self.mem_addr_bits)        # next beat address to read
         beat = Signal(range(B))                 # its index within its word
         next_word = Signal(self.addr_bits + 2)  # the word it belongs to (read-ahead)
-        # host access, between runs
-        mode = Signal(range(3))                 # 0 run, 1 host read, 2 host write
-        h_left = Signal(range(B + 1))           # host word's read/write commands to issue
-        h_data_left = Signal(range(B + 1))      # its write data beats to hand over
+        h_left = Signal(range(max(B, E) + 1))     # the access's commands to issue
+        h_data_left = Signal(range(B + 1))      # a write's data beats to hand over
         h_shift = Signal(self.word_bits, reset_less=True)
+        eptr = Signal(self.mem_addr_bits)       # the side access's next beat address
+        e_back = Signal(range(E + 1))   # its read beats still to come back
+        e_word = Signal(self.beat_bits)         # a host EMBED read's entry, held
+        e_held = Signal()
 
         issue = Signal()        # a read command goes this cycle
         took_word = Signal()    # a word left the FIFO this cycle
@@ -200,19 +244,20 @@ class SdramWeightStore(wiring.Component):
         with m.If(flush):
             m.d.sync += reserved.eq(0)
         with m.Else():
-            m.d.sync += reserved.eq(reserved + (issue & (beat == 0)) - took_word)
+            m.d.sync += reserved.eq(reserved + (issue & (beat == 0) & ~side) - took_word)
 
         # -- the core's side ---------------------------------------------------------------
         req = self.req.payload
-        quiet = (owed == 0) & (inflight == 0) & (mode == 0)
+        quiet = (owed == 0) & (inflight == 0) & (mode == RUN)
         in_range = req.addr + req.count <= self.depth
         hit = streaming & (req.addr == run_end)
         m.d.comb += self.req.ready.eq(Mux(in_range & (req.count != 0), hit | quiet, 1))
         accept = self.req.valid & self.req.ready
         miss = Signal()
         m.d.comb += miss.eq(accept & in_range & (req.count != 0) & ~hit)
-        new_owed = Mux(accept & in_range, req.count, 0)
-        m.d.sync += owed.eq(owed + new_owed - (took_word & (mode == 0)))
+        delivering = (mode == RUN) | side
+        m.d.sync += owed.eq(owed + Mux(accept & in_range, req.count, 0)
+                            - (took_word & delivering))
         with m.If(accept & ~in_range):
             m.d.sync += self.error.eq(1)
         with m.If(accept & in_range & (req.count != 0)):
@@ -221,57 +266,114 @@ class SdramWeightStore(wiring.Component):
         with m.If(miss):
             m.d.sync += [streaming.eq(1), ptr.eq(self.base + req.addr * B), beat.eq(0),
                          next_word.eq(req.addr)]
-
         m.d.comb += [
-            self.words.valid.eq(fifo.r_rdy & (owed != 0) & (mode == 0)),
+            self.words.valid.eq(fifo.r_rdy & (owed != 0) & delivering),
             self.words.payload.eq(fifo.r_data),
         ]
 
-        # -- commands: the read-ahead, or the host's word ----------------------------------
+        # -- side requests waiting: the read-ahead pauses for them --------------------------
+        side_wants = Const(0, 1)
+        if has_embed:
+            side_wants = (self.embed_req.valid | self.embed_write.valid
+                          | self.embed_read_addr.valid)
+
+        # -- commands: the read-ahead, or the access's --------------------------------------
         room = (beat != 0) | (reserved < P)
         # a miss waits: once every owed word's reads went, the read-ahead stops for it
         past_end = (beat == 0) & (next_word >= run_end)
         hold = self.req.valid & ~hit & past_end
-        ra_valid = streaming & (mode == 0) & room & ~flush & ~hold
+        ra_valid = streaming & (mode == RUN) & room & ~flush & ~hold & ~side_wants
         cmd = self.cmd.payload
-        with m.If(mode == 0):
-            m.d.comb += [self.cmd.valid.eq(ra_valid), cmd.we.eq(0), cmd.addr.eq(ptr)]
-        with m.Else():
-            m.d.comb += [self.cmd.valid.eq(h_left != 0), cmd.we.eq(mode == 2),
-                         cmd.addr.eq(ptr)]
+        with m.Switch(mode):
+            with m.Case(RUN):
+                m.d.comb += [self.cmd.valid.eq(ra_valid), cmd.we.eq(0), cmd.addr.eq(ptr)]
+            with m.Case(HREAD, HWRITE):
+                m.d.comb += [self.cmd.valid.eq(h_left != 0), cmd.we.eq(mode == HWRITE),
+                             cmd.addr.eq(ptr)]
+            with m.Default():
+                m.d.comb += [self.cmd.valid.eq(h_left != 0), cmd.we.eq(mode == EWRITE),
+                             cmd.addr.eq(eptr)]
         fire = self.cmd.valid & self.cmd.ready
         m.d.comb += issue.eq(fire & ~cmd.we)
         with m.If(fire):
-            m.d.sync += [ptr.eq(ptr + 1), beat.eq(Mux(beat == B - 1, 0, beat + 1))]
-            with m.If(beat == B - 1):
-                m.d.sync += next_word.eq(next_word + 1)
-            with m.If(mode != 0):
+            with m.If(side):
+                m.d.sync += eptr.eq(eptr + 1)
+            with m.Else():
+                m.d.sync += [ptr.eq(ptr + 1), beat.eq(Mux(beat == B - 1, 0, beat + 1))]
+                with m.If(beat == B - 1):
+                    m.d.sync += next_word.eq(next_word + 1)
+            with m.If(mode != RUN):
                 m.d.sync += h_left.eq(h_left - 1)
-        full_stall = streaming & (mode == 0) & ~room
+        full_stall = streaming & (mode == RUN) & ~room
 
-        # -- the host's side ---------------------------------------------------------------
-        host_quiet = (owed == 0) & (inflight == 0) & ~self.req.valid
+        # -- starting an access: only with nothing in flight --------------------------------
+        free = (mode == RUN) & (inflight == 0)
+        host_quiet = (owed == 0) & ~self.req.valid
         wr = self.write.payload
         # a word written or read ends the read-ahead: stop it, let the reads in flight land
-        host_wants = (self.write.valid | self.read_addr.valid) & (mode == 0) & (owed == 0)
-        with m.If(host_wants & ~self.req.valid):
+        host_wants = (self.write.valid | self.read_addr.valid) & (mode == RUN) & (owed == 0)
+        with m.If(host_wants & ~self.req.valid & ~side_wants):
             m.d.sync += streaming.eq(0)
-        start_write = self.write.valid & (mode == 0) & host_quiet & ~streaming
-        start_read = (self.read_addr.valid & ~self.write.valid & (mode == 0) & host_quiet
-                      & ~streaming)
+        start_write = Signal()
+        start_read = Signal()
         w_ok = wr.addr < self.depth
+        if has_embed:
+            er, ew = self.embed_req, self.embed_write
+            start_erow = free & er.valid
+            start_ewrite = free & ~er.valid & ew.valid
+            start_eread = free & ~er.valid & ~ew.valid & self.embed_read_addr.valid
+            ew_ok = ew.payload.addr < self.embed_words
+            m.d.comb += [er.ready.eq(start_erow), self.embed_read_addr.ready.eq(start_eread)]
+            with m.If(start_erow):
+                m.d.sync += [mode.eq(EROW), h_left.eq(er.payload.count),
+                             e_back.eq(er.payload.count),
+                             eptr.eq(self.embed_base + er.payload.addr)]
+            with m.If(start_ewrite & ew_ok):
+                m.d.sync += [mode.eq(EWRITE), h_left.eq(1), h_data_left.eq(1),
+                             eptr.eq(self.embed_base + ew.payload.addr),
+                             h_shift.eq(ew.payload.data)]
+            with m.If(start_ewrite & ~ew_ok):
+                m.d.sync += self.error.eq(1)
+            with m.If(start_eread):
+                m.d.sync += [mode.eq(EREAD), h_left.eq(1), e_back.eq(1),
+                             eptr.eq(self.embed_base + self.embed_read_addr.payload)]
+            # the side accesses' returns: a row's entries straight out, a host entry held
+            m.d.comb += [self.embed_data.valid.eq((mode == EROW) & returned),
+                         self.embed_data.payload.eq(self.rdata.payload),
+                         self.embed_read_data.valid.eq(e_held),
+                         self.embed_read_data.payload.eq(e_word)]
+            with m.If(to_side & returned):
+                m.d.sync += e_back.eq(e_back - 1)
+            with m.If((mode == EROW) & (e_back == 0) & (h_left == 0)):
+                m.d.sync += mode.eq(RUN)
+            with m.If((mode == EREAD) & returned):
+                m.d.sync += [e_word.eq(self.rdata.payload), e_held.eq(1)]
+            with m.If(e_held & self.embed_read_data.ready):
+                m.d.sync += [e_held.eq(0), mode.eq(RUN)]
+            e_done = (mode == EWRITE) & (h_data_left == 0)
+            m.d.comb += ew.ready.eq(e_done | (start_ewrite & ~ew_ok))
+            with m.If(e_done):
+                m.d.sync += mode.eq(RUN)
+            weights_free = free & ~side_wants
+        else:
+            weights_free = free
+        m.d.comb += [
+            start_write.eq(self.write.valid & weights_free & host_quiet & ~streaming),
+            start_read.eq(self.read_addr.valid & ~self.write.valid & weights_free
+                          & host_quiet & ~streaming),
+        ]
         with m.If(start_write):
             with m.If(w_ok):
                 m.d.comb += flush.eq(1)
-                m.d.sync += [mode.eq(2), h_left.eq(B), h_data_left.eq(B), beat.eq(0),
+                m.d.sync += [mode.eq(HWRITE), h_left.eq(B), h_data_left.eq(B), beat.eq(0),
                              ptr.eq(self.base + wr.addr * B), h_shift.eq(wr.data)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         # the write is acknowledged once its last data beat went (or at once when refused)
-        w_done = (mode == 2) & (h_data_left == 0)
+        w_done = (mode == HWRITE) & (h_data_left == 0)
         m.d.comb += self.write.ready.eq(w_done | (start_write & ~w_ok))
         with m.If(w_done):
-            m.d.sync += mode.eq(0)
+            m.d.sync += mode.eq(RUN)
         # data beats: each after its command (LiteDRAM takes them after the command anyway)
         if self.packing:       # a beat holds 5 codes a byte, zero codes past the word's end
             step = N.CODE_BITS * N.TRITS_PER_BYTE * (self.beat_bits // 8)
@@ -279,9 +381,11 @@ class SdramWeightStore(wiring.Component):
         else:
             step = self.beat_bits
             beat_data = h_shift[:self.beat_bits]
+        writing = (mode == HWRITE) | (mode == EWRITE)
         m.d.comb += [
-            self.wdata.valid.eq((mode == 2) & (h_data_left > h_left)),
-            self.wdata.payload.data.eq(beat_data),
+            self.wdata.valid.eq(writing & (h_data_left > h_left)),
+            self.wdata.payload.data.eq(Mux(mode == EWRITE, h_shift[:self.beat_bits],
+                                           beat_data)),
             self.wdata.payload.we.eq(-1),
         ]
         with m.If(self.wdata.valid & self.wdata.ready):
@@ -290,16 +394,16 @@ class SdramWeightStore(wiring.Component):
         m.d.comb += self.read_addr.ready.eq(start_read)
         with m.If(start_read):
             m.d.comb += flush.eq(1)
-            m.d.sync += [mode.eq(1), h_left.eq(B), beat.eq(0),
+            m.d.sync += [mode.eq(HREAD), h_left.eq(B), beat.eq(0),
                          ptr.eq(self.base + self.read_addr.payload * B)]
-        m.d.comb += [self.read_data.valid.eq((mode == 1) & fifo.r_rdy),
+        m.d.comb += [self.read_data.valid.eq((mode == HREAD) & fifo.r_rdy),
                      self.read_data.payload.eq(fifo.r_data)]
         with m.If(self.read_data.valid & self.read_data.ready):
-            m.d.sync += mode.eq(0)
+            m.d.sync += mode.eq(RUN)
 
         m.d.comb += [
-            took_word.eq(fifo.r_rdy & Mux(mode == 1, self.read_data.ready,
-                                          (mode == 0) & (owed != 0) & self.words.ready)),
+            took_word.eq(fifo.r_rdy & Mux(mode == HREAD, self.read_data.ready,
+                                          delivering & (owed != 0) & self.words.ready)),
             fifo.r_en.eq(took_word),
         ]
 

@@ -10,8 +10,26 @@ Memory layout (every placement is in :attr:`Compiled.symbols`, name -> (space, a
 ==========================================================================================
 
 - WEIGHTS: every BitLinear in image order (each layer's i, f, g, o, gate, down, then
-  ``lm_head``), each as ``numerics.engine_words(codes, lanes)`` at the next free word:
-  ``ceil(N / lanes) * K`` words. Symbol names are the image's (``layers.0.attn.i_proj``).
+  ``lm_head``: also the order the program runs them), each as
+  ``numerics.engine_words(codes, lanes)`` at the next free word: ``ceil(N / lanes) * K``
+  words. Symbol names are the image's (``layers.0.attn.i_proj``).
+
+  With ``compile_model(onchip_words=B)`` (a WEIGHTS store split at word B: block RAM
+  below, SDRAM from B on, ``mmfree_hw.hybrid_weights.HybridWeightStore``) the BitLinears
+  are split in two sets: the on-chip set at ``[0, B)``, in execution order, and the rest
+  from word B on, in execution order and back to back, so each SDRAM-resident matrix
+  starts where the previous one ended and the SDRAM store's linear read-ahead hits
+  (one miss a token, at the first). Words between the on-chip set's end and B are zero
+  padding (part of the image, never read). The on-chip set maximizes the words kept on
+  chip, a knapsack solved greedily: largest matrix first, each taken if it still fits
+  the budget, then the smaller ones fill what is left (for the shipped model every size
+  is a multiple of 512 words and the budgets below come out exact). Every matrix is
+  read once a token, so words on chip are words the SDRAM does not stream;
+  :meth:`Compiled.weight_placement` and :meth:`Compiled.weight_words_per_token` report
+  the split. ``B`` = 0 is the default layout, byte for byte; ``B`` >= the model's words
+  puts everything on chip. Shipped model, 128 lanes (48,128 words): B = 4,096 keeps
+  4,096 on chip (a gate_proj and two 512-word projections), 8,192 keeps 8,192 (lm_head),
+  16,384 keeps 16,384 (lm_head, two gate_proj, a down_proj, one 512-word projection).
 - PARAMS, per layer: the attention norm's gain ``a`` (``layers.i.attn.i_proj.pre``: one
   ``rms_rsqrt`` serves i, f and g, with i_proj's pre-gain, as in the golden model), the
   folded gains of i, f, g (``...{i,f,g}_proj.gain``), the lower bounds and right after them
@@ -125,6 +143,9 @@ class Compiled:
     scratch_words: int           # SCRATCH the program uses
     trace: bool = False
     layout: object = field(default=None, repr=False)
+    #: the WEIGHTS split (``compile_model(onchip_words=...)``): words below it are on chip;
+    #: None when compiled without one (one store holds every word)
+    onchip_words: int | None = None
 
     def images(self) -> dict[Space, np.ndarray | list[int]]:
         """What the host writes to each space before running (SCRATCH, STATE: nothing)."""
@@ -138,6 +159,27 @@ class Compiled:
         return {Space.WEIGHTS: len(self.weights), Space.PARAMS: len(self.params),
                 Space.EMBED: len(self.embed), Space.SCRATCH: self.scratch_words,
                 Space.STATE: state, Space.PROGRAM: len(self.program)}
+
+    def weight_placement(self) -> dict[str, str]:
+        """Each BitLinear's memory, ``"onchip"`` or ``"sdram"``, in execution order.
+        Only for a model compiled with ``onchip_words`` (ValueError otherwise: the compiler
+        then does not know which store the build has)."""
+        if self.onchip_words is None:
+            raise ValueError("compiled without onchip_words: one store holds every weight "
+                             "(footprint() has the words)")
+        return {name: "onchip" if sym.addr < self.onchip_words else "sdram"
+                for name, sym in self.symbols.items() if sym.space == Space.WEIGHTS}
+
+    def weight_words_per_token(self, generated: bool = True) -> dict[str, int]:
+        """The WEIGHTS words one token streams from each memory, ``{"onchip": ...,
+        "sdram": ...}``: every BitLinear once (padding never). ``generated=False``: a
+        prompt token's, which skips ``lm_head``. Only with ``onchip_words``, as
+        :meth:`weight_placement`."""
+        out = {"onchip": 0, "sdram": 0}
+        for name, where in self.weight_placement().items():
+            if generated or name != "lm_head":
+                out[where] += self.symbols[name].length
+        return out
 
     def weight_word(self, addr: int) -> int:
         return int.from_bytes(self.weights[addr].tobytes(), "little")
@@ -177,12 +219,38 @@ def _words(w, lanes: int) -> int:
     return -(-n // lanes) * k
 
 
+def _choose_onchip(sizes: list[int], budget: int) -> set[int]:
+    """The matrices (indices into ``sizes``) kept on chip: greedy, largest first (ties in
+    execution order), each taken while it fits what is left of ``budget``."""
+    chosen, left = set(), budget
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        if sizes[i] <= left:
+            chosen.add(i)
+            left -= sizes[i]
+    return chosen
+
+
+def _weight_layout(layout, lanes: int, onchip_words: int | None) -> tuple[dict[str, int], int]:
+    """(BitLinear name -> WEIGHTS address, the image's words). Without ``onchip_words``
+    all of them back to back from 0; with it the on-chip set from 0 and the rest from
+    ``onchip_words`` on, each part in execution order."""
+    bls = _bitlinears(layout)
+    sizes = [_words(w, lanes) for _, w in bls]
+    onchip = set() if onchip_words is None else _choose_onchip(sizes, onchip_words)
+    top = {True: 0, False: onchip_words or 0}
+    addr = {}
+    for i, (name, _) in enumerate(bls):
+        addr[name] = top[i in onchip]
+        top[i in onchip] += sizes[i]
+    return addr, top[False] if len(onchip) < len(bls) else top[True]
+
+
 # instructions per layer (without TRACE) and around the layers
 _PER_LAYER = 18
 _FIXED = 1 + 1 + 3 + 1    # EMBED; SKIP_UNLESS_LAST; RMS QUANT MATVEC; END
 
 
-def _shortfalls(layout, core: CoreConfig, trace: bool) -> list[str]:
+def _shortfalls(layout, core: CoreConfig, trace: bool, weight_words: int) -> list[str]:
     c = layout.config
     d, n, inter, layers, v = (c.hidden_size, c.input_dim, c.mlp_intermediate_size,
                               c.num_hidden_layers, c.vocab_size)
@@ -196,7 +264,7 @@ def _shortfalls(layout, core: CoreConfig, trace: bool) -> list[str]:
             out.append(f"{what}: the model has {have:,}, the core's {key} is {cap:,} "
                        f"(over by {have - cap:,})")
     need = {
-        Space.WEIGHTS: sum(_words(w, core.lanes) for _, w in _bitlinears(layout)),
+        Space.WEIGHTS: weight_words,
         Space.PARAMS: _param_words(layout),
         Space.EMBED: v * d,
         Space.SCRATCH: d + 4 * n + 3 * inter,
@@ -224,28 +292,35 @@ class _Alloc:
         return addr
 
 
-def compile_model(model, core: CoreConfig = SIM, trace: bool = False) -> Compiled:
+def compile_model(model, core: CoreConfig = SIM, trace: bool = False,
+                  onchip_words: int | None = None) -> Compiled:
     """Compile a model (image path, (meta, tensors), ModelLayout or GoldenModel) for a core.
 
     Raises :class:`DoesNotFit` naming every memory that is short and every dimension over
     the core's maxima. ``trace=True`` adds a TRACE of x (tag i) after each layer.
+    ``onchip_words``: a WEIGHTS store split at that word (block RAM below, SDRAM above):
+    the BitLinears that fit below are placed there, the rest from it on, each part in
+    execution order (the module's memory layout says how they are chosen); WEIGHTS then
+    needs ``onchip_words`` + the SDRAM part's words (or just the on-chip words when every
+    matrix fits). None (the default): no split, the plain layout.
     """
+    if onchip_words is not None and onchip_words < 0:
+        raise ValueError(f"onchip_words must be >= 0, not {onchip_words}")
     layout = _layout_of(model)
-    short = _shortfalls(layout, core, trace)
+    waddr, weight_words = _weight_layout(layout, core.lanes, onchip_words)
+    short = _shortfalls(layout, core, trace, weight_words)
     if short:
         raise DoesNotFit(short)
     c = layout.config
     d, n, inter = c.hidden_size, c.input_dim, c.mlp_intermediate_size
     symbols: dict[str, Symbol] = {}
 
-    # -- WEIGHTS
-    wa = _Alloc(Space.WEIGHTS, symbols)
-    blocks, waddr = [], {}
+    # -- WEIGHTS (symbols in execution order, whatever the addresses)
+    weights = np.zeros((weight_words, core.lanes // N.CODES_PER_BYTE), dtype=np.uint8)
     for name, w in _bitlinears(layout):
         words = N.engine_words(w.codes, core.lanes)
-        waddr[name] = wa.take(name, len(words))
-        blocks.append(words)
-    weights = np.concatenate(blocks)
+        symbols[name] = Symbol(Space.WEIGHTS, waddr[name], len(words))
+        weights[waddr[name]:waddr[name] + len(words)] = words
 
     # -- PARAMS
     pa = _Alloc(Space.PARAMS, symbols)
@@ -336,7 +411,8 @@ def compile_model(model, core: CoreConfig = SIM, trace: bool = False) -> Compile
     for name, sym in symbols.items():
         assert sym.addr + sym.length <= core.size(sym.space), name
     return Compiled(core, c, tuple(isa.encode(p) for p in prog), weights,
-                    params.astype(np.int32), embed, symbols, sa.top, trace, layout)
+                    params.astype(np.int32), embed, symbols, sa.top, trace, layout,
+                    onchip_words)
 
 
 def _param_words(layout) -> int:
