@@ -13,7 +13,14 @@ import warnings
 import pytest
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
-from test_sdram_weight_store import NativePort, random_code_word
+from test_sdram_weight_store import (
+    NativePort,
+    host_reads,
+    host_writes,
+    random_code_word,
+    send_requests,
+    take_words,
+)
 
 from mmfree_hw.hybrid_weights import HybridWeightStore
 from mmfree_hw.sdram.weight_store import SdramWeightStore
@@ -28,7 +35,7 @@ def make(prefetch=4, packing=0, route_depth=HybridWeightStore.ROUTE_DEPTH, lanes
                              route_depth=route_depth)
 
 
-def run(dut, words, requests, host_reads=(), bad_writes=(), seed=0, ready_prob=1.0,
+def run(dut, words, requests, host_reads_=(), bad_writes=(), seed=0, ready_prob=1.0,
         gaps=True, **port_args):
     """Host writes (``words``, in random order, then ``bad_writes``), host reads, then the
     requests (random gaps unless ``gaps`` is false) against a sink with ``words.ready``
@@ -42,65 +49,16 @@ def run(dut, words, requests, host_reads=(), bad_writes=(), seed=0, ready_prob=1
     rng.shuffle(order)
 
     async def host(ctx):
-        for addr, word in order + [(a, 0) for a in bad_writes]:
-            ctx.set(dut.write.valid, 1)
-            ctx.set(dut.write.payload, {"addr": addr, "data": word})
-            while True:
-                *_, ready = await ctx.tick().sample(dut.write.ready)
-                if ready:
-                    break
-        ctx.set(dut.write.valid, 0)
-        for addr in host_reads:
-            ctx.set(dut.read_addr.valid, 1)
-            ctx.set(dut.read_addr.payload, addr)
-            while True:
-                *_, ready = await ctx.tick().sample(dut.read_addr.ready)
-                if ready:
-                    break
-            ctx.set(dut.read_addr.valid, 0)
-            ctx.set(dut.read_data.ready, 1)
-            while True:
-                *_, valid, data = await ctx.tick().sample(dut.read_data.valid,
-                                                          dut.read_data.payload)
-                if valid:
-                    host_out.append(int(data))
-                    break
-            ctx.set(dut.read_data.ready, 0)
+        await host_writes(ctx, dut.write, order + [(a, 0) for a in bad_writes])
+        await host_reads(ctx, dut.read_addr, dut.read_data, host_reads_, host_out)
         marks["filled"] = True
-        for addr, count in requests:
-            if isinstance(addr, str):          # ("wait", cycles)
-                for _ in range(count):
-                    await ctx.tick()
-                continue
-            ctx.set(dut.req.valid, 1)
-            ctx.set(dut.req.payload, {"addr": addr, "count": count})
-            while True:
-                *_, ready = await ctx.tick().sample(dut.req.ready)
-                if ready:
-                    break
-            ctx.set(dut.req.valid, 0)
-            if gaps:
-                for _ in range(rng.randrange(3) * rng.randrange(30)):
-                    await ctx.tick()
+        await send_requests(ctx, dut.req, requests, rng, gaps)
 
     async def sink(ctx):
-        orng = random.Random(seed + 1)
         while "filled" not in marks:
             await ctx.tick()
-        cycles = 0
-        while len(out) < n:
-            ready = int(orng.random() < ready_prob)
-            ctx.set(dut.words.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(dut.words.valid, dut.words.payload)
-            if valid and ready:
-                out.append(int(payload))
-                marks["cycles"].append(cycles)
-            cycles += 1
-            assert cycles < 100_000, "no progress"
-        ctx.set(dut.words.ready, 1)
-        for _ in range(60):
-            *_, valid = await ctx.tick().sample(dut.words.valid)
-            assert not valid, "an extra word"
+        await take_words(ctx, dut.words, n, out, random.Random(seed + 1), ready_prob,
+                         marks["cycles"])
         marks["error"] = ctx.get(dut.error)
 
     sim = Simulator(dut)
@@ -134,7 +92,7 @@ def test_host_write_and_read_back_both_regions(packing, lanes):
     dut = make(packing=packing, lanes=lanes)
     reads = [0, ONCHIP - 1, ONCHIP, DEPTH - 1, 5, 40, 40, 7, ONCHIP, 3]
     requests = [(2, 6), (ONCHIP + 1, 4)]
-    out, host_out, marks = run(dut, words, requests, host_reads=reads)
+    out, host_out, marks = run(dut, words, requests, host_reads_=reads)
     assert host_out == [words[a] for a in reads]
     assert out == expected(words, requests)
     assert not marks["error"]
@@ -207,7 +165,7 @@ def test_write_past_the_end_is_refused():
     words = _words(10)
     dut = make()
     out, host_out, marks = run(dut, words, [(ONCHIP - 2, 2), (DEPTH - 2, 2)],
-                               host_reads=[DEPTH - 1, 0], bad_writes=[DEPTH, 200])
+                               host_reads_=[DEPTH - 1, 0], bad_writes=[DEPTH, 200])
     assert host_out == [words[DEPTH - 1], words[0]]
     assert out == expected(words, [(ONCHIP - 2, 2), (DEPTH - 2, 2)])
     assert marks["error"]

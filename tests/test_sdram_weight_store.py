@@ -65,67 +65,85 @@ class NativePort:
             cycle += 1
 
 
-def run_store(dut, words, requests, host_reads=(), seed=0, ready_prob=1.0, **port_args):
+async def put(ctx, stream, payload):
+    """One beat on an In stream of the DUT, held until taken."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    while not (await ctx.tick().sample(stream.ready))[-1]:
+        pass
+    ctx.set(stream.valid, 0)
+
+
+async def host_writes(ctx, write, items):
+    """``(addr, data)`` writes through a ``mem_access_signature`` write stream."""
+    for addr, data in items:
+        await put(ctx, write, {"addr": addr, "data": data})
+
+
+async def host_reads(ctx, read_addr, read_data, addrs, out):
+    """One read at a time, as the command processor reads: the words go to ``out``."""
+    for addr in addrs:
+        await put(ctx, read_addr, addr)
+        ctx.set(read_data.ready, 1)
+        while True:
+            *_, valid, data = await ctx.tick().sample(read_data.valid, read_data.payload)
+            if valid:
+                out.append(int(data))
+                break
+        ctx.set(read_data.ready, 0)
+
+
+async def send_requests(ctx, req, requests, rng, gaps=True):
+    """Weight requests, a random gap after each unless ``gaps`` is false; an entry
+    ``("wait", n)`` waits n cycles."""
+    for addr, count in requests:
+        if isinstance(addr, str):
+            for _ in range(count):
+                await ctx.tick()
+            continue
+        await put(ctx, req, {"addr": addr, "count": count})
+        if gaps:
+            for _ in range(rng.randrange(3) * rng.randrange(40)):
+                await ctx.tick()
+
+
+async def take_words(ctx, words, n, out, rng, ready_prob=1.0, cycles=None, settle=60):
+    """``n`` words from an Out stream with random back-pressure, then ``settle`` cycles in
+    which no extra word may come; ``cycles``: a list for the cycle each word came."""
+    t = 0
+    while len(out) < n:
+        ready = int(rng.random() < ready_prob)
+        ctx.set(words.ready, ready)
+        *_, valid, payload = await ctx.tick().sample(words.valid, words.payload)
+        if valid and ready:
+            out.append(int(payload))
+            if cycles is not None:
+                cycles.append(t)
+        t += 1
+        assert t < 200_000, "no progress"
+    ctx.set(words.ready, 1)
+    for _ in range(settle):
+        *_, valid = await ctx.tick().sample(words.valid)
+        assert not valid, "an extra word"
+
+
+def run_store(dut, words, requests, host_reads_=(), seed=0, ready_prob=1.0, **port_args):
     rng = random.Random(seed)
     port = NativePort(dut, random.Random(seed + 7), **port_args)
     n = sum(c for a, c in requests if a + c <= dut.depth)
     out, host_out, marks = [], [], {}
 
     async def host(ctx):
-        for addr, word in words.items():
-            ctx.set(dut.write.valid, 1)
-            ctx.set(dut.write.payload, {"addr": addr, "data": word})
-            while True:
-                *_, ready = await ctx.tick().sample(dut.write.ready)
-                if ready:
-                    break
-        ctx.set(dut.write.valid, 0)
-        for addr in host_reads:
-            ctx.set(dut.read_addr.valid, 1)
-            ctx.set(dut.read_addr.payload, addr)
-            while True:
-                *_, ready = await ctx.tick().sample(dut.read_addr.ready)
-                if ready:
-                    break
-            ctx.set(dut.read_addr.valid, 0)
-            ctx.set(dut.read_data.ready, 1)
-            while True:
-                *_, valid, data = await ctx.tick().sample(dut.read_data.valid,
-                                                          dut.read_data.payload)
-                if valid:
-                    host_out.append(int(data))
-                    break
-            ctx.set(dut.read_data.ready, 0)
+        await host_writes(ctx, dut.write, words.items())
+        await host_reads(ctx, dut.read_addr, dut.read_data, host_reads_, host_out)
         marks["filled"] = True
         ctx.set(dut.count_en, 1)
-        for addr, count in requests:
-            ctx.set(dut.req.valid, 1)
-            ctx.set(dut.req.payload, {"addr": addr, "count": count})
-            while True:
-                *_, ready = await ctx.tick().sample(dut.req.ready)
-                if ready:
-                    break
-            ctx.set(dut.req.valid, 0)
-            for _ in range(rng.randrange(3) * rng.randrange(40)):
-                await ctx.tick()
+        await send_requests(ctx, dut.req, requests, rng)
 
     async def sink(ctx):
-        orng = random.Random(seed + 1)
         while "filled" not in marks:
             await ctx.tick()
-        cycles = 0
-        while len(out) < n:
-            ready = int(orng.random() < ready_prob)
-            ctx.set(dut.words.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(dut.words.valid, dut.words.payload)
-            if valid and ready:
-                out.append(int(payload))
-            cycles += 1
-            assert cycles < 200_000, "no progress"
-        ctx.set(dut.words.ready, 1)
-        for _ in range(60):
-            *_, valid = await ctx.tick().sample(dut.words.valid)
-            assert not valid, "an extra word"
+        await take_words(ctx, dut.words, n, out, random.Random(seed + 1), ready_prob)
         marks["beats"] = ctx.get(dut.beats)
         marks["misses"] = ctx.get(dut.misses)
         marks["error"] = ctx.get(dut.error)
@@ -178,7 +196,7 @@ def test_host_write_and_read_back(lanes, packing):
                            prefetch_words=4, packing=packing)
     words = {a: random_code_word(rng, lanes) for a in range(depth)}
     reads = [3, 0, 19, 7, 7]
-    out, host_out, marks, port = run_store(dut, words, [(2, 6), (8, 4)], host_reads=reads)
+    out, host_out, marks, port = run_store(dut, words, [(2, 6), (8, 4)], host_reads_=reads)
     assert host_out == [words[a] for a in reads]
     assert out == expected(words, [(2, 6), (8, 4)], depth)
     # in memory a word is the numerics' layout of it, beat 0 at its base address
@@ -235,47 +253,17 @@ def test_embedding_rows_pause_the_read_ahead():
     got, host_got, row_got, marks = [], [], [], {}
 
     async def host(ctx):
-        for a, wv in words.items():
-            ctx.set(dut.write.valid, 1)
-            ctx.set(dut.write.payload, {"addr": a, "data": wv})
-            while not (await ctx.tick().sample(dut.write.ready))[-1]:
-                pass
-        ctx.set(dut.write.valid, 0)
-        for a, e in enumerate(entries):
-            ctx.set(dut.embed_write.valid, 1)
-            ctx.set(dut.embed_write.payload, {"addr": a, "data": e})
-            while not (await ctx.tick().sample(dut.embed_write.ready))[-1]:
-                pass
-        ctx.set(dut.embed_write.valid, 0)
-        for a in (5, 0, 47, 5):
-            ctx.set(dut.embed_read_addr.valid, 1)
-            ctx.set(dut.embed_read_addr.payload, a)
-            while not (await ctx.tick().sample(dut.embed_read_addr.ready))[-1]:
-                pass
-            ctx.set(dut.embed_read_addr.valid, 0)
-            ctx.set(dut.embed_read_data.ready, 1)
-            while True:
-                *_, v, d = await ctx.tick().sample(dut.embed_read_data.valid,
-                                                   dut.embed_read_data.payload)
-                if v:
-                    host_got.append(int(d))
-                    break
-            ctx.set(dut.embed_read_data.ready, 0)
+        await host_writes(ctx, dut.write, words.items())
+        await host_writes(ctx, dut.embed_write, enumerate(entries))
+        await host_reads(ctx, dut.embed_read_addr, dut.embed_read_data, (5, 0, 47, 5),
+                         host_got)
         marks["filled"] = True
-        ctx.set(dut.req.valid, 1)
-        ctx.set(dut.req.payload, {"addr": 0, "count": 40})
-        while not (await ctx.tick().sample(dut.req.ready))[-1]:
-            pass
-        ctx.set(dut.req.valid, 0)
+        await put(ctx, dut.req, {"addr": 0, "count": 40})
         ctx.set(dut.count_en, 1)
         for addr, count in rows:
             for _ in range(rng.randrange(30)):
                 await ctx.tick()
-            ctx.set(dut.embed_req.valid, 1)
-            ctx.set(dut.embed_req.payload, {"addr": addr, "count": count})
-            while not (await ctx.tick().sample(dut.embed_req.ready))[-1]:
-                pass
-            ctx.set(dut.embed_req.valid, 0)
+            await put(ctx, dut.embed_req, {"addr": addr, "count": count})
 
     async def rows_sink(ctx):
         while len(row_got) < sum(c for _, c in rows):
@@ -284,18 +272,10 @@ def test_embedding_rows_pause_the_read_ahead():
                 row_got.append(int(d))
 
     async def sink(ctx):
-        orng = random.Random(2)
         while "filled" not in marks:
             await ctx.tick()
-        n = 0
-        while len(got) < depth:
-            ready = int(orng.random() < 0.3)       # slow: rows arrive while words are owed
-            ctx.set(dut.words.ready, ready)
-            *_, v, d = await ctx.tick().sample(dut.words.valid, dut.words.payload)
-            if v and ready:
-                got.append(int(d))
-            n += 1
-            assert n < 100_000
+        # slow: rows arrive while words are owed
+        await take_words(ctx, dut.words, depth, got, random.Random(2), ready_prob=0.3)
         for _ in range(300):
             await ctx.tick()
         marks["misses"] = ctx.get(dut.misses)
@@ -315,3 +295,24 @@ def test_embedding_rows_pause_the_read_ahead():
     # every entry is its own beat, after the weights' beats
     for a, e in enumerate(entries):
         assert port.mem[dut.embed_base + a] == e
+
+
+@pytest.mark.parametrize("pattern,misses", [
+    ([(0, 10), (10, 6), (16, 8)], 2),           # a token's weights, token after token:
+    ([(4, 10), (14, 6)], 2),                    # the cold start and the lesson only
+    ([(0, 10), (20, 5)], 8),                    # two jumps a loop: one register, thrashes
+    ([(0, 6), (6, 2), (0, 6), (6, 2), (8, 4)], None)])
+def test_the_read_ahead_learns_the_loop(pattern, misses):
+    """A miss teaches the read-ahead its jump (where the stream ended, where it went on);
+    at the next pass it jumps there by itself, so the next loop's words are prefetched
+    and its first request is a hit. Every word stays in order whatever the guess."""
+    rng = random.Random(len(pattern))
+    lanes, depth = 16, 32
+    dut = SdramWeightStore(lanes, depth, addr_bits=6, count_bits=6, mem_addr_bits=10,
+                           prefetch_words=6)
+    words = {a: random_code_word(rng, lanes) for a in range(depth)}
+    requests = pattern * 4
+    out, _, marks, _ = run_store(dut, words, requests, seed=3, ready_prob=0.7)
+    assert out == expected(words, requests, depth)
+    if misses is not None:
+        assert marks["misses"] == misses

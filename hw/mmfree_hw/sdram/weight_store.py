@@ -13,7 +13,7 @@ A request anywhere else is a miss: the store waits for the reads in flight, empt
 FIFO and starts again at the new address, which costs the controller's latency once.
 """
 
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.hdl import ResetInserter
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -250,11 +250,23 @@ class SdramWeightStore(wiring.Component):
         req = self.req.payload
         quiet = (owed == 0) & (inflight == 0) & (mode == RUN)
         in_range = req.addr + req.count <= self.depth
-        hit = streaming & (req.addr == run_end)
+        # The jump the read-ahead takes: learned at a miss (the stream ended at `jump_from`
+        # and the next request began at `jump_to`, as a token's last matrix and the next
+        # token's first do), taken each time the read-ahead reaches `jump_from` again, so
+        # the next token's words stream in while this token ends. A wrong guess is a miss.
+        jump_from = Signal(self.addr_bits + 1)
+        jump_to = Signal(self.addr_bits + 1)
+        jump_valid = Signal()
+        at_jump = jump_valid & (run_end == jump_from)
+        hit = streaming & Mux(at_jump, req.addr == jump_to, req.addr == run_end)
         m.d.comb += self.req.ready.eq(Mux(in_range & (req.count != 0), hit | quiet, 1))
         accept = self.req.valid & self.req.ready
         miss = Signal()
         m.d.comb += miss.eq(accept & in_range & (req.count != 0) & ~hit)
+        with m.If(miss & streaming & (req.addr != run_end)):
+            m.d.sync += [jump_from.eq(run_end), jump_to.eq(req.addr), jump_valid.eq(1)]
+        # words promised minus words whose reads began (> 0: owed words still to issue)
+        unstarted = Signal(signed(self.addr_bits + 3))
         delivering = (mode == RUN) | side
         m.d.sync += owed.eq(owed + Mux(accept & in_range, req.count, 0)
                             - (took_word & delivering))
@@ -280,9 +292,31 @@ class SdramWeightStore(wiring.Component):
         # -- commands: the read-ahead, or the access's --------------------------------------
         room = (beat != 0) | (reserved < P)
         # a miss waits: once every owed word's reads went, the read-ahead stops for it
-        past_end = (beat == 0) & (next_word >= run_end)
+        past_end = (beat == 0) & (unstarted <= 0)
         hold = self.req.valid & ~hit & past_end
-        ra_valid = streaming & (mode == RUN) & room & ~flush & ~hold & ~side_wants
+        # At the jump's source: jump if a request already went on at jump_to (`armed`) or
+        # the requests have reached the source and nothing is owed past it (`jumped`: the
+        # stream went ahead of them); go on linearly if words are owed there (a request
+        # ran past the source); else wait there for the requests.
+        armed, jumped = Signal(), Signal()
+        at_source = (streaming & (mode == RUN) & jump_valid & (beat == 0)
+                     & (next_word == jump_from))
+        jump_now = at_source & ~flush & (armed | ((run_end == jump_from) & (unstarted <= 0)))
+        cross = at_source & (unstarted <= 0) | jump_now         # no read this cycle
+        with m.If(jump_now):
+            m.d.sync += [next_word.eq(jump_to), ptr.eq(self.base + jump_to * B),
+                         armed.eq(0), jumped.eq(~armed)]
+        with m.If(accept & hit & at_jump):
+            with m.If(jumped):
+                m.d.sync += jumped.eq(0)
+            with m.Elif(~jump_now):
+                m.d.sync += armed.eq(1)
+            with m.Else():       # the jump goes at this very edge: it was this request's
+                m.d.sync += [armed.eq(0), jumped.eq(0)]
+        with m.If(miss):
+            m.d.sync += [armed.eq(0), jumped.eq(0)]
+        ra_valid = (streaming & (mode == RUN) & room & ~flush & ~hold & ~side_wants
+                    & ~cross)
         cmd = self.cmd.payload
         with m.Switch(mode):
             with m.Case(RUN):
@@ -305,6 +339,12 @@ class SdramWeightStore(wiring.Component):
             with m.If(mode != RUN):
                 m.d.sync += h_left.eq(h_left - 1)
         full_stall = streaming & (mode == RUN) & ~room
+        started = issue & (beat == 0) & (mode == RUN)
+        new_words = Mux(accept & in_range, req.count, 0)
+        with m.If(miss):
+            m.d.sync += unstarted.eq(req.count)
+        with m.Else():
+            m.d.sync += unstarted.eq(unstarted + new_words - started)
 
         # -- starting an access: only with nothing in flight --------------------------------
         free = (mode == RUN) & (inflight == 0)

@@ -235,7 +235,7 @@ def build(component_or_verilog, name: str, cache_dir=None, *, threads: int = 1,
     (tmp / "top.v").write_text(text)
     (tmp / "harness.cpp").write_text(harness)
     src_names = []
-    for i, (p, t) in enumerate(zip(sources, extra)):
+    for i, (p, t) in enumerate(zip(sources, extra, strict=True)):
         src_names.append(f"src{i}_{p.name}")
         (tmp / src_names[-1]).write_text(t)
     (tmp / "build.json").write_text(json.dumps({"name": name, "verilator": version,

@@ -13,7 +13,6 @@ sent; a mismatch raises :class:`VerifyError`.
 from __future__ import annotations
 
 import time
-
 from dataclasses import dataclass, field
 
 import numpy as np
