@@ -78,3 +78,21 @@ def test_core_of_known_and_unknown():
     odd = ident._replace(lanes=64)
     with pytest.raises(BackendError, match="64 lanes.*none of the known configurations"):
         devices.core_of(odd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--backend", "sim", "--packing", "1.6bit"),
+     "error: --packing and --onchip-words apply to --memory sdram only\n"),
+    (("--backend", "sim", "--onchip-words", "100"),
+     "error: --packing and --onchip-words apply to --memory sdram only\n"),
+    (("--backend", "sim", "--memory", "sdram", "--sdram-mhz", "500"),
+     "error: --sdram-mhz 500: the SDRAM model and LiteDRAM's timings are for 10 .. 200 MHz\n"),
+    (("--backend", "sim", "--memory", "sdram", "--onchip-words", "-1"),
+     "error: --onchip-words -1: 0 .. 65535\n"),
+    (("--backend", "serial", "--port", "/dev/ttyNOPE9", "--memory", "sdram"),
+     "error: --memory sdram picks the simulated accelerator's memory; a board's is its "
+     "bitstream's (use --backend sim)\n"),
+])
+def test_memory_options_are_checked_before_anything_starts(capsys, args, message):
+    rc, err = _cli(capsys, *args)
+    assert rc == 2 and err == message

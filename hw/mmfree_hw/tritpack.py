@@ -21,7 +21,7 @@ def decode_byte(m: Module, byte, table: str = "switch", name: str = "decode"):
     ``table`` picks how the 256 entries are written: ``"switch"`` (an ``m.Switch`` over the
     byte, one ``Case`` per entry), ``"array"`` (an ``Array`` of ``Const`` indexed by the
     byte) or ``"rom"`` (``memory.Memory`` with a combinational read port, submodule
-    ``name``). All three come from the same table; scripts/tritpack_cost.py measures them
+    ``name``). All three come from the same table; scripts/sdram_cost.py measures them
     (``"switch"`` and ``"array"`` map identically and smallest).
     """
     out = Signal(DECODE_BITS)
@@ -82,7 +82,7 @@ class TritUnpack(wiring.Component):
 
     Resources: ``beat_bits / 8`` copies of the 256 x 10-bit decode table in LUTs, a
     ``10 * beat_bits / 8 * (BEATS - 1)``-bit shift register, the ``2 * lanes``-bit output
-    register, a beat counter. ECP5 (YoWASP Yosys 0.70 synth_ecp5, scripts/tritpack_cost.py),
+    register, a beat counter. ECP5 (YoWASP Yosys 0.70 synth_ecp5, scripts/sdram_cost.py),
     128 lanes, 16-bit beats: 269 LUT4 (+ 109 PFUMX, 55 L6MUX21), 501 FF, no carry chain,
     against 21 LUT4 and the same 501 FF for the 2-bit path's plain 16-beat assembly: the two
     tables cost ~124 LUT4 each (a bare table: 123 LUT4, 51 PFUMX, 27 L6MUX21). The

@@ -182,18 +182,25 @@ def _cmd_info(args) -> int:
     image = _image_of(DEFAULT_IMAGE if model_path == DEFAULT_MODEL else model_path)
     driver, core, name = open_backend_driver(args.backend, args.port,
                                              args.baud or DEFAULT_BAUD, sdram=_sdram_of(args))
+    from .driver.core import MemoryNotReady
+
     try:
-        ident = driver.identify()
+        try:            # an SDRAM ends its init ~0.5 ms after reset: report what it settled on
+            ident = driver.wait_memory()
+        except MemoryNotReady:
+            ident = driver.identify()
         info = {"backend": name, "command_set_version": ident.version,
                 "build_id": f"0x{ident.build_id:08x}", "lanes": ident.lanes,
                 "max_topk": ident.max_topk, "memory": ident.memory.name.lower(),
                 "packing": ident.packing.name.lower(),
+                "onchip_weight_words": ident.onchip_words,
                 "memory_status": _memory_status(ident),
                 "words": {C.Space(s).name: n for s, n in ident.words.items()}}
         try:
             compiled = compile_model(image, core, onchip_words=_onchip_split(driver))
             lanes = ident.lanes
-            info["model_loaded"] = all(
+            # a memory that is not ready holds nothing to compare
+            info["model_loaded"] = not ident.mem_status and all(
                 driver.crc(s, 0, len(w)) == C.words_crc(s, w, lanes)
                 for s, w in compiled.images().items())
         except DoesNotFit as e:

@@ -1,11 +1,13 @@
-"""What the 1.6-bit weight decoder costs on the ECP5: YoWASP Yosys ``synth_ecp5`` of
-``TritUnpack(128)`` (each way of writing its decode table) against the 2-bit path it
-replaces, a plain assembly of 16 16-bit beats into a 256-bit word with the same one-word
-output register and handshake (written here, :class:`TwoBitAssemble`), and one bare table
-(one byte in, five codes out). Prints LUT4 / CCU2C / FF (and the LUT-RAM and wide-mux cells)
-per design; builds under ``build/tritpack_cost/``.
+"""What the SDRAM weight path costs on the ECP5: YoWASP Yosys ``synth_ecp5`` of the
+1.6-bit decoder ``TritUnpack(128)`` (each way of writing its decode table) against the
+2-bit path it replaces (``sdram.weight_store.BeatAssembler``: 16 16-bit beats into a
+256-bit word, the same one-word output register and handshake), one bare table (one byte
+in, five codes out), and the whole SDRAM weight store for the simulation core (128 lanes,
+its 512-word prefetch FIFO, the embedding port) with either packing. Prints LUT4 / CCU2C /
+FF (and the LUT-RAM, wide-mux and block RAM cells) per design; builds under
+``build/sdram_cost/``.
 
-    python scripts/tritpack_cost.py [DESIGN ...]
+    python scripts/sdram_cost.py [DESIGN ...]
 
 Measured (YoWASP Yosys 0.70.0.0.post1259, default ``synth_ecp5``):
 
@@ -15,11 +17,15 @@ Measured (YoWASP Yosys 0.70.0.0.post1259, default ``synth_ecp5``):
 | tritunpack-128-array | 269 | 0 | 501 | 109 | 55 | 0 | 0 |
 | tritunpack-128-rom | 281 | 0 | 501 | 126 | 75 | 0 | 0 |
 | twobit-128 | 21 | 0 | 501 | 8 | 4 | 0 | 0 |
+| store-128-2bit | 1260 | 178 | 1665 | 137 | 11 | 0 | 8 |
+| store-128-base3 | 1746 | 192 | 1664 | 282 | 74 | 0 | 8 |
 | table-switch | 123 | 0 | 0 | 51 | 27 | 0 | 0 |
 | table-array | 123 | 0 | 0 | 51 | 27 | 0 | 0 |
 | table-rom | 123 | 0 | 0 | 51 | 27 | 0 | 0 |
 
-So the packed path costs ~248 LUT4 more than the 2-bit one (two tables), the same FFs.
+So the packed path costs ~248 LUT4 more than the 2-bit one (two tables), the same FFs;
+in the whole store (which also packs the host's writes) ~490 LUT4 more: 1,746 against
+1,260, the prefetch FIFO in 8 DP16KD either way.
 Other choices for bytes 243..255 (e.g. their digits below 3^4, top digit zero) map one
 table to 103..146 LUT4: ABC's noise, not worth giving up "an invalid byte adds nothing".
 """
@@ -31,50 +37,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from amaranth import Cat, Module, Signal
+from amaranth import Module
 from amaranth.back import verilog
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from mmfree_fpga import numerics as N
+from mmfree_hw.sdram.weight_store import BeatAssembler, SdramWeightStore
 from mmfree_hw.tritpack import DECODE_BITS, TritUnpack, decode_byte
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build" / "tritpack_cost"
+BUILD = ROOT / "build" / "sdram_cost"
 HIDE_ARRAY_WIRES = r"rename -hide w:*\[*"      # as bitstreams/ooc.py (Yosys 0.70 assertion)
 CELLS = ["LUT4", "CCU2C", "TRELLIS_FF", "PFUMX", "L6MUX21", "TRELLIS_DPR16X4", "DP16KD"]
-
-
-class TwoBitAssemble(wiring.Component):
-    """The 2-bit path for reference: ``lanes * 2 / beat_bits`` beats concatenated (beat 0 in
-    the low bits) into a shift register, then the one-word output register, with
-    TritUnpack's handshake (``beats.ready`` low only at a word's last beat while a word
-    waits and is not taken; latency 1)."""
-
-    def __init__(self, lanes: int = 128, beat_bits: int = 16):
-        self.lanes, self.beat_bits = lanes, beat_bits
-        self.BEATS = N.CODE_BITS * lanes // beat_bits
-        super().__init__({"beats": In(stream.Signature(beat_bits)),
-                          "words": Out(stream.Signature(N.CODE_BITS * lanes))})
-
-    def elaborate(self, platform):
-        m = Module()
-        bb, beats = self.beat_bits, self.BEATS
-        sr = Signal(bb * (beats - 1))
-        pos = Signal(range(beats))
-        last = pos == beats - 1
-        m.d.comb += self.beats.ready.eq(~last | ~self.words.valid | self.words.ready)
-        take = self.beats.valid & self.beats.ready
-        with m.If(self.words.ready):
-            m.d.sync += self.words.valid.eq(0)
-        with m.If(take):
-            m.d.sync += sr.eq(Cat(sr[bb:], self.beats.payload))
-            with m.If(last):
-                m.d.sync += [pos.eq(0), self.words.valid.eq(1),
-                             self.words.payload.eq(Cat(sr, self.beats.payload))]
-            with m.Else():
-                m.d.sync += pos.eq(pos + 1)
-        return m
 
 
 class BareTable(wiring.Component):
@@ -95,11 +69,21 @@ DESIGNS = {
     "tritunpack-128-switch": lambda: TritUnpack(128, table="switch"),
     "tritunpack-128-array": lambda: TritUnpack(128, table="array"),
     "tritunpack-128-rom": lambda: TritUnpack(128, table="rom"),
-    "twobit-128": lambda: TwoBitAssemble(128),
+    "twobit-128": lambda: BeatAssembler(256, 16),
     "table-switch": lambda: BareTable("switch"),
     "table-array": lambda: BareTable("array"),
     "table-rom": lambda: BareTable("rom"),
+    "store-128-2bit": lambda: _store(0),
+    "store-128-base3": lambda: _store(1),
 }
+
+
+def _store(packing: int) -> SdramWeightStore:
+    """The store as ``top.Accelerator`` builds it for ``core_config.SIM`` (65,536 weight
+    words, 2^20 embedding entries, LiteDRAM's 24-bit word address)."""
+    return SdramWeightStore(128, 1 << 16, addr_bits=16, count_bits=17, mem_addr_bits=24,
+                            prefetch_words=512, packing=packing, embed_words=1 << 20,
+                            embed_addr_bits=20, embed_count_bits=17)
 
 
 def synth(name: str, factory) -> dict:
