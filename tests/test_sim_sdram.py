@@ -41,15 +41,18 @@ TOKENS = 32 if os.environ.get("MMFREE_SIM_LONG") == "1" else 4
 
 
 LONG = os.environ.get("MMFREE_SIM_LONG") == "1"
-CASES = [(0, 0), (1, 16384)] + ([(1, 0), (0, 8192)] if LONG else [])
+#: (packing, words on chip, embedding in SDRAM)
+CASES = [(0, 0, True), (1, 16384, False)] + ([(1, 0, True), (0, 8192, True)] if LONG else [])
 
 
-@pytest.mark.parametrize("packing,onchip", CASES,
-                         ids=[f"{'base3' if p else '2bit'}-onchip{o}" for p, o in CASES])
-def test_shipped_model_through_sdram(packing, onchip):
-    """All weights in SDRAM as 2-bit codes; 16,384 words in block RAM and the rest in
-    SDRAM as 1.6-bit (``make sim-long`` adds the other two combinations)."""
-    sd = SdramConfig(packing=packing, onchip_words=onchip)
+@pytest.mark.parametrize("packing,onchip,embed_in_sdram", CASES, ids=[
+    f"{'base3' if p else '2bit'}-onchip{o}-embed{'sdram' if e else 'bram'}"
+    for p, o, e in CASES])
+def test_shipped_model_through_sdram(packing, onchip, embed_in_sdram):
+    """All weights and the embedding in SDRAM, the weights as 2-bit codes; 16,384 weight
+    words and the embedding in block RAM, the rest of the weights in SDRAM as 1.6-bit
+    (``make sim-long`` adds the other two combinations)."""
+    sd = SdramConfig(packing=packing, onchip_words=onchip, embed_in_sdram=embed_in_sdram)
     golden = GoldenModel(SHIPPED)
     compiled = compile_model(golden, SIM, trace=True, onchip_words=onchip or None)
     with open_simulator(SIM, sdram=sd) as drv:
@@ -63,7 +66,7 @@ def test_shipped_model_through_sdram(packing, onchip):
         for a in (1000, onchip, 47_000):          # either side of the split
             got = drv.read(C.Space.WEIGHTS, a, 40)
             assert np.array_equal(got, compiled.weights[a:a + 40])
-        got = drv.read(C.Space.EMBED, 5000, 50)     # the embedding, in SDRAM too
+        got = drv.read(C.Space.EMBED, 5000, 50)     # the embedding, wherever it is
         assert np.array_equal(got, compiled.embed[5000:5050])
         tok = Tokenizer.from_str(golden.layout.tokenizer_json.decode())
         ids = tok.encode("It is a truth").ids[:2]

@@ -11,6 +11,13 @@ FIFO has room, and a request that starts where the last one ended (the compiler 
 token's weights out in the order its program runs them) finds its words already there.
 A request anywhere else is a miss: the store waits for the reads in flight, empties the
 FIFO and starts again at the new address, which costs the controller's latency once.
+
+A miss also teaches the read-ahead a jump: the stream ended at one address and went on at
+another, as a token's last matrix and the next token's first do. From then on the
+read-ahead takes that jump by itself when it reaches the same point (once the requests
+have reached it too), so the next token's first words are prefetched during this token's
+last vector work, and its first request is a hit. One jump is kept; a wrong guess is a
+miss, never a wrong word.
 """
 
 from amaranth import Const, Module, Mux, Signal, signed
@@ -91,9 +98,10 @@ class SdramWeightStore(wiring.Component):
 
     - ``req``: In stream of :func:`weights.request_layout`: a run of ``count`` words from
       ``addr``; ``addr + count > depth`` is refused (nothing emitted, ``error`` set),
-      ``count`` = 0 emits nothing. A request that starts at the end of the previous run
-      (a *hit*) is taken at once, also while earlier words are still owed; any other (a
-      *miss*) is taken once every owed word went and every read in flight returned.
+      ``count`` = 0 emits nothing. A request that starts where the stream goes on (the
+      end of the previous run, or at the learned jump's source its target: a *hit*) is
+      taken at once, also while earlier words are still owed; any other (a *miss*) is
+      taken once every owed word went and every read in flight returned.
     - ``words``: Out stream of ``2 * lanes``-bit words, the requested runs in order; only
       requested words are offered (read-ahead words wait in the FIFO).
     - ``write``: In stream of :func:`weights.write_layout`: the host writes a word; ready
