@@ -17,6 +17,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree_fpga import commands as C
+from mmfree_fpga import isa
 from mmfree_fpga.core_config import CoreConfig, SdramConfig
 from mmfree_fpga.isa import Space
 
@@ -98,9 +99,7 @@ class Accelerator(wiring.Component):
                 beat_bits=sd.beat_bits, prefetch_words=sd.prefetch_words,
                 packing=sd.packing,
                 embed_words=cfg.embed_words if sd.embed_in_sdram else 0,
-                embed_addr_bits=core.abits[Space.EMBED],
-                embed_count_bits=len(core.embed_req.payload.count) if sd.embed_in_sdram
-                else 13)
+                embed_addr_bits=core.abits[Space.EMBED], embed_count_bits=isa.LEN_BITS + 1)
             if split:       # the first words in block RAM (the compiler places by it)
                 from .hybrid_weights import HybridWeightStore
                 m.submodules.weights = wmem = HybridWeightStore(

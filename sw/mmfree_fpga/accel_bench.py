@@ -97,10 +97,7 @@ def _memory(backend, c: dict, steps: int, cycles_per_token: float) -> dict | Non
         return None
     ident = backend.driver.identity
     lanes, beat_bytes = ident.lanes, 2
-    if ident.packing == C.Packing.BASE3:
-        beats_per_word = N.packed_word_beats(lanes, 8 * beat_bytes)
-    else:
-        beats_per_word = N.CODE_BITS * lanes // (8 * beat_bytes)
+    beats_per_word = N.word_beats(lanes, ident.packing == C.Packing.BASE3, 8 * beat_bytes)
     words = c["ENGINE_BUSY"] / steps
     onchip = 0
     if backend.compiled.onchip_words:        # a split store: the compiler's placement

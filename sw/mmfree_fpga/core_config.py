@@ -125,8 +125,6 @@ class SdramConfig:
     beat_bits: int = 16
     embed_in_sdram: bool = True
     onchip_words: int = 0
-    #: the chip's words (16 M of 16 bits): what the weight words' beats must fit
-    memory_beats: int = 1 << 24
 
     def __post_init__(self):
         if not 1 <= self.refresh_postponing <= 8:
@@ -140,10 +138,4 @@ class SdramConfig:
 
     def beats_per_word(self, lanes: int) -> int:
         """Memory beats one weight word of ``lanes`` codes takes."""
-        if self.packing:
-            return N.packed_word_beats(lanes, self.beat_bits)
-        return N.CODE_BITS * lanes // self.beat_bits
-
-    def weight_bytes(self, lanes: int, words: int) -> int:
-        """Bytes ``words`` weight words take in the memory: what a token streams."""
-        return words * self.beats_per_word(lanes) * self.beat_bits // 8
+        return N.word_beats(lanes, bool(self.packing), self.beat_bits)

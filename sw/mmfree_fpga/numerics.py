@@ -367,6 +367,17 @@ def packed_word_beats(lanes: int, beat_bits: int = 16) -> int:
     return -(-packed_word_bytes(lanes) * 8 // beat_bits)
 
 
+def word_beats(lanes: int, packed: bool, beat_bits: int = 16) -> int:
+    """Memory beats one weight word of ``lanes`` codes takes: :func:`packed_word_beats` in
+    the 1.6-bit format, else its ``CODE_BITS * lanes`` bits, which must be whole beats.
+    The one definition the SDRAM store, its configuration and the bench use."""
+    if packed:
+        return packed_word_beats(lanes, beat_bits)
+    if (CODE_BITS * lanes) % beat_bits:
+        raise ValueError(f"a {CODE_BITS * lanes}-bit word is not whole {beat_bits}-bit beats")
+    return CODE_BITS * lanes // beat_bits
+
+
 def pack_words_base3(words: np.ndarray, lanes: int, beat_bits: int = 16) -> np.ndarray:
     """Weight words -> the packed byte stream the SDRAM holds (uint8, 1-D).
 

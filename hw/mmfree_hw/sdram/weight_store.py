@@ -159,12 +159,7 @@ class SdramWeightStore(wiring.Component):
         self.mem_addr_bits, self.beat_bits = mem_addr_bits, beat_bits
         self.word_bits = N.CODE_BITS * lanes
         self.packing = packing
-        if packing:
-            self.beats_per_word = N.packed_word_beats(lanes, beat_bits)
-        elif self.word_bits % beat_bits:
-            raise ValueError(f"a {self.word_bits}-bit word is not whole {beat_bits}-bit beats")
-        else:
-            self.beats_per_word = self.word_bits // beat_bits
+        self.beats_per_word = N.word_beats(lanes, bool(packing), beat_bits)
         if base + depth * self.beats_per_word > 1 << mem_addr_bits:
             raise ValueError(f"{depth:,} words of {self.beats_per_word} beats from beat {base} "
                              f"do not fit the memory's 2^{mem_addr_bits} beats")
