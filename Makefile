@@ -8,13 +8,15 @@ PROMPT ?= It is a truth universally acknowledged
 TOKENS ?= 64
 ARGS   ?=
 
-.PHONY: run test lint sim sim-long iverilog ooc eval fidelity bench bench-sim export data train clean help
+.PHONY: run test lint sim sim-long iverilog ooc bitstream bitstream-all eval fidelity bench bench-sim export data train clean help
 
 help:
 	@echo "make run [PROMPT='...'] [TOKENS=64] [ARGS='--temperature 0.8 --seed 1']"
 	@echo "make test     lint + the pytest suite (includes the cocotb regression)"
 	@echo "make sim      the cocotb regression and the Verilated core, one summary line per unit"
 	@echo "make sim-long the Verilated core: >= 512 tokens over several prompts vs the golden model"
+	@echo "make bitstream BOARD=ulx3s-85f  a board's bitstream, nextpnr report and summary in bitstreams/BOARD/"
+	@echo "make bitstream-all  every buildable board of the table (mmfree-fpga boards lists them)"
 	@echo "make ooc      out-of-context ECP5-85F builds of each unit and the whole core (~45 min): resources, Fmax"
 	@echo "make eval     perplexity of the shipped model on its held-out text"
 	@echo "make fidelity golden (integer) model vs float model on held-out text"
@@ -63,6 +65,13 @@ sim-long: $(VENV)/.stamp-dev iverilog
 
 bench-sim: $(VENV)/.stamp-dev iverilog
 	$(BIN)/mmfree-fpga bench --backend sim --tokens 32 --json
+
+BOARD ?= ulx3s-85f
+bitstream: $(VENV)/.stamp-dev
+	$(BIN)/python bitstreams/build.py $(BOARD)
+
+bitstream-all: $(VENV)/.stamp-dev
+	$(BIN)/python bitstreams/build.py --all
 
 ooc: $(VENV)/.stamp-dev
 	$(BIN)/python bitstreams/ooc.py

@@ -18,7 +18,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from mmfree_fpga.core_config import CoreConfig
+from mmfree_fpga.core_config import CoreConfig, SdramConfig
 
 from .top import LinkedAccelerator
 from .uart import FRAME_BITS, UART, BitClock
@@ -102,7 +102,9 @@ class SerialAccelerator(wiring.Component):
     beyond 1 % error; 50 MHz / 3 Mbaud is exact, 50/3 cycles per bit); ``link_args`` go to
     ``FrameLink`` (``heartbeat``, ``rx_timeout``, ``max_payload``, ...: cycles, so scale
     them to the clock; the protocol's defaults are 21 ms and 84 ms at 50 MHz).
-    ``max_denominator`` is the UART's.
+    ``max_denominator`` is the UART's. ``sdram`` (a ``SdramConfig``): the weights in SDRAM,
+    as ``top.Accelerator`` builds them; the component then has ``LinkedAccelerator``'s
+    ``sdram`` port (the chip's pins, data bus split) for the board shell.
 
     Ports:
 
@@ -142,24 +144,34 @@ class SerialAccelerator(wiring.Component):
     """
 
     def __init__(self, cfg: CoreConfig, clk_freq: float, baud: float, *,
-                 max_denominator: int = 256, error_bits: int = 8, **link_args):
+                 max_denominator: int = 256, error_bits: int = 8,
+                 sdram: SdramConfig | None = None, **link_args):
         if error_bits < 1:
             raise ValueError("error_bits must be >= 1")
         self.cfg, self.clk_freq, self.baud = cfg, clk_freq, baud
         self.max_denominator, self.error_bits = max_denominator, error_bits
-        self.link_args = link_args
         self.bit_clock = BitClock(clk_freq, baud, max_denominator)   # checks the pair
         self.cycles_per_bit = self.bit_clock.cycles_per_bit
-        super().__init__({
+        self.acc = LinkedAccelerator(cfg, sdram=sdram, **link_args)
+        members = {
             "rx": In(1), "tx": Out(1, init=1), "busy": Out(1),
             "frame_errors": Out(error_bits), "overruns": Out(error_bits),
-        })
+        }
+        if sdram is not None:
+            members["sdram"] = self.acc.signature.members["sdram"]
+        super().__init__(members)
+
+    def verilog_sources(self):
+        """Verilog files a build compiles beside this design (the SDRAM controller)."""
+        return self.acc.verilog_sources()
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.uart = uart = UART(self.clk_freq, self.baud,
                                         max_denominator=self.max_denominator)
-        m.submodules.acc = acc = LinkedAccelerator(self.cfg, **self.link_args)
+        m.submodules.acc = acc = self.acc
+        if "sdram" in self.signature.members:
+            wiring.connect(m, acc.sdram, wiring.flipped(self.sdram))
         wiring.connect(m, uart.o, acc.cmd_in)
         wiring.connect(m, acc.cmd_out, uart.i)
         m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx)]

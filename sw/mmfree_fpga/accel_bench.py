@@ -5,7 +5,8 @@ golden model in the same process; reports the host's tokens/s for both, the core
 cycle counters per generated token with their breakdown, the ideal (ternary weights ÷
 lanes: every weight streams once per token, one word per cycle), whether the two produced
 the same tokens (they must: the golden model is the contract), and, over a framed link,
-its frames and bytes per token each way.
+its frames and bytes per token each way; with ``--board``, tokens/s at the board's core
+clock (the simulator is then that board's configuration).
 """
 
 from __future__ import annotations
@@ -64,8 +65,13 @@ def bench_accelerator(backend: AcceleratorBackend, prompt_ids: list[int],
     flat = {} if memory is None else {k: memory[k] for k in (
         "sdram_efficiency", "bytes_per_token", "tokens_per_s_at_clock",
         "bandwidth_bound_tokens_per_s") if k in memory}
+    board = getattr(backend, "board", None)     # --board: the bitstream's clock
+    at_board = {} if board is None else {
+        "board": board.name, "core_clock_mhz": board.core_hz / 1e6,
+        "tokens_per_s_at_core_clock": board.core_hz / per["CYCLES"]}
     return {
         "backend": backend.name,
+        **at_board,
         "lanes": compiled.core.lanes,
         "tokens": steps,
         "tokens_per_s": steps / wall,
@@ -132,6 +138,8 @@ def table(r: dict) -> str:
         ("cycles/token", f"{r['cycles_per_token']:,.0f}"),
         (f"ideal (ternary weights / {r['lanes']} lanes)", f"{r['ideal_cycles_per_token']:,.0f}"),
         ("cycles / ideal", f"{r['cycles_over_ideal']:.3f}"),
+        *([(f"tokens/s at {r['board']}'s {r['core_clock_mhz']:g} MHz core clock",
+            f"{r['tokens_per_s_at_core_clock']:.1f}")] if "board" in r else []),
         ("  engine busy", f"{b['engine_busy']:,.0f}"),
         ("  engine waiting for weights", f"{b['engine_wait_weights']:,.0f}"),
         ("  waiting for a vector unit", f"{b['wait_vector']:,.0f}"),

@@ -8,6 +8,9 @@
     mmfree-fpga info model.mmf
     mmfree-fpga run --backend golden --model model.mmf --prompt "..."
     mmfree-fpga fidelity                            # golden vs float on held-out text
+    mmfree-fpga boards                              # the boards, and which ones build
+    mmfree-fpga flash ulx3s-85f                     # program a board (openFPGALoader)
+    mmfree-fpga bench --backend sim --board ulx3s-85f   # that board's bitstream, simulated
 
 Every error a user can cause (a bad checkpoint folder, an empty prompt, a bad config) ends
 in one ``error:`` line on stderr and exit status 2, never a traceback.
@@ -47,9 +50,10 @@ def _cmd_run(args) -> int:
     else:
         # greedy needs the best candidate only: 8 reply bytes a token, not 512 (the core's
         # ties go to the lower id, as argmax's)
+        core, sdram, board = _sim_config(args)
         backend = _accelerator_backend(model_path, args.backend, args.port, args.baud,
                                        topk=1 if args.temperature <= 0 else None,
-                                       sdram=_sdram_of(args))
+                                       sdram=sdram, core=core, board=board)
         tok = (load_tokenizer(args.tokenizer) if args.tokenizer
                else _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json))
     vocab = backend.config.vocab_size
@@ -107,10 +111,14 @@ def _image_of(model_path: Path):
 
 
 def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=None,
-                         topk: int | None = None, sdram=None):
+                         topk: int | None = None, sdram=None, core=None, board=None):
     """An accelerator (``kind``: sim, serial or auto) with the model compiled for its core
-    and loaded; ``topk``: candidates per token (None: the core's most)."""
+    and loaded; ``topk``: candidates per token (None: the core's most). ``core``,
+    ``sdram``: the simulated accelerator's configuration (:func:`_sim_config`; None: the
+    simulation core, block RAM); ``board``: the board they are (``boards.Board``), for the
+    benchmark's clock."""
     from .compiler import DoesNotFit, compile_model
+    from .core_config import SIM
     from .driver.backend import AcceleratorBackend
     from .driver.devices import open_backend_driver
     from .driver.serial_port import DEFAULT_BAUD
@@ -119,9 +127,20 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     if model_path == DEFAULT_MODEL:           # the shipped model's image, no torch needed
         model_path = DEFAULT_IMAGE
     image = _image_of(model_path)
-    driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD, sdram=sdram)
+    compiled = None
+    if kind == "sim":       # the core is known: refuse a model that does not fit before a build
+        split = sdram.onchip_words if sdram is not None and sdram.onchip_words else None
+        try:
+            compiled = compile_model(image, core or SIM, onchip_words=split)
+        except DoesNotFit as e:
+            where = f" ({board.name}'s core)" if board is not None else ""
+            raise BackendError(f"{model_path}{where}: {e}") from None
+    driver, core, name = open_backend_driver(kind, port, baud or DEFAULT_BAUD, sdram=sdram,
+                                             core=core)
     try:
-        compiled = compile_model(image, core, onchip_words=_onchip_split(driver))
+        split = _onchip_split(driver)
+        if compiled is None or compiled.core != core or compiled.onchip_words != split:
+            compiled = compile_model(image, core, onchip_words=split)
     except DoesNotFit as e:
         driver.close()
         raise BackendError(f"{model_path}: {e}") from None
@@ -131,6 +150,7 @@ def _accelerator_backend(model_path: Path, kind: str = "sim", port=None, baud=No
     backend = AcceleratorBackend(driver, compiled, name=name, topk=topk,
                                  fresh=name == "sim")  # a new simulator holds nothing yet
     backend.sdram = sdram if name == "sim" else None
+    backend.board = board if name == "sim" else None
     return backend
 
 
@@ -180,8 +200,9 @@ def _cmd_info(args) -> int:
 
     model_path = Path(args.model)
     image = _image_of(DEFAULT_IMAGE if model_path == DEFAULT_MODEL else model_path)
+    core, sdram, board = _sim_config(args)
     driver, core, name = open_backend_driver(args.backend, args.port,
-                                             args.baud or DEFAULT_BAUD, sdram=_sdram_of(args))
+                                             args.baud or DEFAULT_BAUD, sdram=sdram, core=core)
     from .driver.core import MemoryNotReady
 
     try:
@@ -189,7 +210,8 @@ def _cmd_info(args) -> int:
             ident = driver.wait_memory()
         except MemoryNotReady:
             ident = driver.identify()
-        info = {"backend": name, "command_set_version": ident.version,
+        info = {"backend": name, **({"board": board.name} if board and name == "sim" else {}),
+                "command_set_version": ident.version,
                 "build_id": f"0x{ident.build_id:08x}", "lanes": ident.lanes,
                 "max_topk": ident.max_topk, "memory": ident.memory.name.lower(),
                 "packing": ident.packing.name.lower(),
@@ -229,8 +251,9 @@ def _memory_status(ident) -> str:
 
 def _cmd_load(args) -> int:
     """Upload the model to the device and verify it (skipped if it is already there)."""
+    core, sdram, board = _sim_config(args)
     backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud,
-                                   sdram=_sdram_of(args))
+                                   sdram=sdram, core=core, board=board)
     backend.close()
     return 0
 
@@ -254,9 +277,10 @@ def _cmd_bench(args) -> int:
 
     if args.tokens < 2:
         raise UsageError("--tokens must be at least 2")
+    core, sdram, board = _sim_config(args)
     backend = _accelerator_backend(Path(args.model), args.backend, args.port, args.baud,
                                    topk=1,          # greedy, as `run --temperature 0` is
-                                   sdram=_sdram_of(args))
+                                   sdram=sdram, core=core, board=board)
     try:
         tok = _tokenizer_from_bytes(backend.compiled.layout.tokenizer_json)
         r = bench_accelerator(backend, tok.encode(args.prompt or PROMPT).ids, args.tokens)
@@ -264,6 +288,50 @@ def _cmd_bench(args) -> int:
         backend.close()
     print(json.dumps(r, indent=1) if args.json else table(r))
     return 0 if r["identical_to_golden"] else 1
+
+
+def _weight_memory(b) -> str:
+    if b.core is None:
+        return "-"
+    if b.sdram is None:
+        return "block RAM"
+    packing = "1.6-bit" if b.sdram.packing else "2-bit"
+    return f"SDRAM ({b.sdram.onchip_words:,} words on chip, {packing})"
+
+
+def _cmd_boards(args) -> int:
+    """The board table (``boards.py``): what a bitstream for each board is, or why none."""
+    from dataclasses import asdict
+
+    from .boards import BOARDS
+
+    if args.json:
+        rows = [{**asdict(b), "buildable": b.buildable, "weight_memory": _weight_memory(b),
+                 "onchip_weight_words": b.onchip_weight_words} for b in BOARDS.values()]
+        print(json.dumps(rows, indent=1))
+        return 0
+    head = ("board", "FPGA", "core clock", "weight memory", "lanes", "status")
+    rows = [(b.name, b.fpga, f"{b.core_hz / 1e6:g} MHz", _weight_memory(b),
+             str(b.core.lanes) if b.core else "-", b.status) for b in BOARDS.values()]
+    w = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+    for r in (head, *rows):
+        print("  ".join(f"{c:<{w[i]}}" for i, c in enumerate(r[:-1])) + "  " + r[-1])
+    return 0
+
+
+def _cmd_flash(args) -> int:
+    """Program a board with openFPGALoader (``flash.py``)."""
+    from .flash import flash
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    r = flash(args.board, args.bitstream, args.cable, to_flash=args.flash,
+              timeout_s=args.timeout, echo=(lambda text: None) if args.quiet else None)
+    where = ("its flash (kept at power-off)" if r.target == "flash"
+             else "its SRAM (lost at power-off; --flash keeps it)")
+    print(f"programmed {r.board} with {r.bitstream} into {where} in {r.seconds:.1f} s",
+          file=sys.stderr)
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -300,34 +368,77 @@ def _link_args(p) -> None:
     p.add_argument("--port", help="the board's serial port (default: the only USB serial "
                                   "adapter found)")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
-    p.add_argument("--memory", choices=("bram", "sdram"), default="bram",
+    p.add_argument("--board", default=None,
+                   help="--backend sim: simulate exactly this board's bitstream (its core "
+                        "and memory configuration; `mmfree-fpga boards` lists them) instead "
+                        "of the simulation configuration; replaces --memory and the options "
+                        "below")
+    p.add_argument("--memory", choices=("bram", "sdram"), default=None,
                    help="the simulated accelerator's weight memory: block RAM (default) or "
                         "the ULX3S's SDRAM (LiteDRAM and a timing-checked chip model)")
-    p.add_argument("--packing", choices=("2bit", "1.6bit"), default="2bit",
-                   help="--memory sdram: weights as 2-bit codes or 5 codes a byte (base 3)")
-    p.add_argument("--sdram-mhz", type=float, default=50.0,
+    p.add_argument("--packing", choices=("2bit", "1.6bit"), default=None,
+                   help="--memory sdram: weights as 2-bit codes (default) or 5 codes a "
+                        "byte (base 3)")
+    p.add_argument("--sdram-mhz", type=float, default=None,
                    help="--memory sdram: the clock of the core and the SDRAM (default 50)")
-    p.add_argument("--onchip-words", type=int, default=0,
+    p.add_argument("--onchip-words", type=int, default=None,
                    help="--memory sdram: weight words kept in block RAM (the compiler "
                         "places the matrices that fill them there; default 0)")
 
 
+_MEMORY_OPTIONS = (("memory", "--memory"), ("packing", "--packing"),
+                   ("sdram_mhz", "--sdram-mhz"), ("onchip_words", "--onchip-words"))
+
+
+def _sim_config(args):
+    """``(core, sdram, board)`` the simulated accelerator is built with: ``--board``'s core
+    and SDRAM configuration (``boards.py``; board None without it), else the simulation
+    configuration with the SDRAM ``--memory`` etc. ask for (None: block RAM)."""
+    from .core_config import SIM
+
+    name = getattr(args, "board", None)
+    if name is None:
+        return SIM, _sdram_of(args), None
+    from .boards import UnknownBoard, board
+
+    given = [flag for key, flag in _MEMORY_OPTIONS if getattr(args, key, None) is not None]
+    if given:
+        raise UsageError(f"--board takes the board's memory configuration: "
+                         f"{', '.join(given)} cannot be combined with it")
+    if getattr(args, "backend", "sim") != "sim":
+        raise UsageError("--board picks the simulated accelerator's configuration; a board "
+                         "on a serial port reports its own (use --backend sim --board "
+                         f"{name})")
+    try:
+        b = board(name)
+    except UnknownBoard as e:
+        raise UsageError(str(e)) from None
+    if b.core is None:
+        raise UsageError(f"{b.name} has no core configuration to simulate: {b.status}")
+    return b.core, b.sdram, b
+
+
 def _sdram_of(args):
     """The simulated SDRAM configuration ``--memory`` etc. ask for (None: block RAM)."""
-    if getattr(args, "memory", "bram") != "sdram":
-        if getattr(args, "packing", "2bit") != "2bit" or getattr(args, "onchip_words", 0):
+    memory = getattr(args, "memory", None) or "bram"
+    packing = getattr(args, "packing", None) or "2bit"
+    onchip = getattr(args, "onchip_words", None)
+    onchip = 0 if onchip is None else onchip
+    sdram_mhz = getattr(args, "sdram_mhz", None)
+    sdram_mhz = 50.0 if sdram_mhz is None else sdram_mhz
+    if memory != "sdram":
+        if packing != "2bit" or onchip:
             raise UsageError("--packing and --onchip-words apply to --memory sdram only")
         return None
     from .core_config import SIM, SdramConfig
 
-    if not 10 <= args.sdram_mhz <= 200:
-        raise UsageError(f"--sdram-mhz {args.sdram_mhz:g}: the SDRAM model and LiteDRAM's "
+    if not 10 <= sdram_mhz <= 200:
+        raise UsageError(f"--sdram-mhz {sdram_mhz:g}: the SDRAM model and LiteDRAM's "
                          f"timings are for 10 .. 200 MHz")
-    if not 0 <= args.onchip_words < SIM.weight_words:
-        raise UsageError(f"--onchip-words {args.onchip_words}: 0 .. {SIM.weight_words - 1}")
-    return SdramConfig(clock_hz=args.sdram_mhz * 1e6,
-                       packing=1 if args.packing == "1.6bit" else 0,
-                       onchip_words=args.onchip_words)
+    if not 0 <= onchip < SIM.weight_words:
+        raise UsageError(f"--onchip-words {onchip}: 0 .. {SIM.weight_words - 1}")
+    return SdramConfig(clock_hz=sdram_mhz * 1e6, packing=1 if packing == "1.6bit" else 0,
+                       onchip_words=onchip)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -361,6 +472,28 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt", default=None)
     b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     b.set_defaults(func=_cmd_bench)
+
+    bd = sub.add_parser("boards", help="the boards: FPGA, clock, memory, lanes, whether "
+                                       "a bitstream builds")
+    bd.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    bd.set_defaults(func=_cmd_boards)
+
+    fl = sub.add_parser("flash", help="program a board with its bitstream (openFPGALoader)")
+    fl.add_argument("board", help="a board of `mmfree-fpga boards`")
+    fl.add_argument("--bitstream", default=None,
+                    help="the bitstream (default: bitstreams/BOARD/mmfree.bit, which "
+                         "`make bitstream BOARD=...` writes)")
+    fl.add_argument("--cable", default=None,
+                    help="openFPGALoader's cable (default: the board's own)")
+    to = fl.add_mutually_exclusive_group()
+    to.add_argument("--sram", dest="flash", action="store_false",
+                    help="into the FPGA's SRAM: at once, lost at power-off (default)")
+    to.add_argument("--flash", dest="flash", action="store_true",
+                    help="into the board's configuration flash: kept at power-off")
+    fl.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds before openFPGALoader is given up on (default 300)")
+    fl.add_argument("--quiet", action="store_true", help="hide openFPGALoader's output")
+    fl.set_defaults(func=_cmd_flash, flash=False)
 
     t = sub.add_parser("train", help="train a model from a TOML config")
     t.add_argument("--config", required=True, help="training config (TOML)")
@@ -425,13 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .driver.core import CoreError, MemoryNotReady
     from .driver.transport import LinkError
+    from .flash import FlashError
     from .generate import BackendError
     from .image import ImageError
     from .tokenizer import TokenizerError
 
     expected: tuple[type[Exception], ...] = (UsageError, ConfigError, TokenizerError,
                                              BackendError, ImageError, LinkError, CoreError,
-                                             ProtocolError, MemoryNotReady)
+                                             ProtocolError, MemoryNotReady, FlashError)
     try:  # these need torch; running other backends does not
         from .checkpoint import CheckpointError
         from .fidelity import FidelityError

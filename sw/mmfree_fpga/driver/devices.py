@@ -8,8 +8,8 @@ simulated accelerator otherwise, and says which in one line on stderr. Every fai
 
 A board answers with its lanes and memory sizes, not with every limit the compiler needs
 (max d, max intermediate size, ...): the host finds the :class:`CoreConfig` whose lanes and
-memories those are among the known configurations (:data:`KNOWN_CORES`; the boards issue
-adds a board table).
+memories those are among the known configurations (:data:`KNOWN_CORES`: the simulation
+core, the out-of-context block-RAM core and every core of the board table, ``boards.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import glob
 import sys
 
 from .. import core_config
+from ..boards import BOARDS
 from ..commands import ProtocolError
 from ..core_config import CoreConfig
 from ..generate import BackendError
@@ -26,7 +27,8 @@ from .core import CoreDriver, CoreError
 from .transport import LinkError
 
 #: Configurations a board may carry, by name (matched on IDENTIFY's lanes and sizes).
-KNOWN_CORES = {"sim": core_config.SIM, "ulx3s-85f": core_config.ULX3S_85F}
+KNOWN_CORES = {"sim": core_config.SIM, "ulx3s-85f-bram": core_config.ULX3S_85F,
+               **{b.name: b.core for b in BOARDS.values() if b.core is not None}}
 
 
 def find_ports() -> list[str]:
@@ -75,12 +77,15 @@ def open_serial(port: str | None, baud: int, timeout: float = 2.0) -> CoreDriver
     return drv
 
 
-def open_backend_driver(backend: str, port: str | None, baud: int, sdram=None):
+def open_backend_driver(backend: str, port: str | None, baud: int, sdram=None,
+                        core: CoreConfig | None = None):
     """``(driver, core configuration, name)`` for ``--backend`` sim, serial or auto;
     ``sdram`` (a ``core_config.SdramConfig``): the simulated accelerator's weights in SDRAM
-    (a board's memory is the bitstream's)."""
+    (a board's memory is the bitstream's); ``core``: the simulated accelerator's
+    configuration (None: ``core_config.SIM``; a board table entry's for ``--board``)."""
     from .simulator import open_simulator
 
+    core = core_config.SIM if core is None else core
     if sdram is not None and backend == "serial":
         raise BackendError("--memory sdram picks the simulated accelerator's memory; a "
                            "board's is its bitstream's (use --backend sim)")
@@ -99,4 +104,4 @@ def open_backend_driver(backend: str, port: str | None, baud: int, sdram=None):
             return drv, core_of(drv.identity), "serial"
         print("auto: no board answers; using the simulated accelerator (--backend sim)",
               file=sys.stderr)
-    return open_simulator(core_config.SIM, sdram=sdram), core_config.SIM, "sim"
+    return open_simulator(core, sdram=sdram), core, "sim"
