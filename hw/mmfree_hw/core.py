@@ -86,7 +86,9 @@ pipe) and one write port, which the MATVEC back end and the vector pipe share (t
 pipe's scatter waits a cycle when both would write: the engine's results never wait);
 PARAMS has four read ports and the host's write. Every memory has one writer, so synthesis
 maps each onto block RAM replicated once per read port (an ECP5 DP16KD: one write and one
-read port per copy).
+read port per copy), except PARAMS, which only the host writes while the core is idle:
+two true dual-port copies (``_SharedWriteRam``), each serving the write or a read on one
+port and a read on the other.
 
 Weights, cycle by cycle: with ``WeightMemory`` (``LATENCY`` = 4) a MATVEC's first word is
 at the engine 5 cycles after its dispatch; a MATVEC that follows another in the front
@@ -97,7 +99,7 @@ of two MATVECs at most are owed at once (the back end's and the front's).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed
 from amaranth.hdl import ResetInserter
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -130,6 +132,58 @@ NPIPES = 5
 #: / ``weight_words``: ``top.Accelerator`` connects the host's WEIGHTS port to the weight
 #: store itself).
 HOST_SPACES = tuple(s for s in Space if s != Space.WEIGHTS)
+
+
+class _SharedWriteRam(Elaboratable):
+    """A memory with one write port and N read ports, like ``lib.memory.Memory``'s
+    ``write_port()`` / ``read_port()`` (``addr``, ``data``, ``en``; reads with one cycle of
+    latency, the old word on a read of an address being written), built from
+    ceil(N / 2) true dual-port copies (``hardblocks.BlockRam``): a copy's port A takes
+    the write and, in every cycle without one, a read; its port B a second read. Half the
+    copies that synthesis makes of a ``Memory`` with N read ports (it gives each read its
+    own copy), for a memory that is written only while nobody reads it: PARAMS, which
+    only the host writes, and only while the core is idle. A read through port A in a
+    cycle with a write reads the written address instead (its ``data`` is then
+    meaningless), so a writer must never overlap the readers."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.depth = width, depth
+        self.abits = max(1, ceil_log2(depth))
+        self._w = None
+        self._reads = []
+
+    def write_port(self):
+        assert self._w is None, "one write port"
+        self._w = _Port(self.abits, self.width, "w")
+        return self._w
+
+    def read_port(self):
+        r = _Port(self.abits, self.width, f"r{len(self._reads)}")
+        self._reads.append(r)
+        return r
+
+    def elaborate(self, platform):
+        from .hardblocks import BlockRam
+        m = Module()
+        w = self._w
+        for c in range(0, len(self._reads), 2):
+            pair = self._reads[c:c + 2]
+            m.submodules[f"copy{c // 2}"] = ram = BlockRam(self.width, self.depth)
+            a = pair[0]
+            m.d.comb += [ram.a_addr.eq(Mux(w.en, w.addr, a.addr)), ram.a_wdata.eq(w.data),
+                         ram.a_we.eq(w.en), a.data.eq(ram.a_rdata)]
+            if hasattr(ram, "a_en"):
+                m.d.comb += ram.a_en.eq(1)
+            if len(pair) == 2:
+                m.d.comb += [ram.b_addr.eq(pair[1].addr), pair[1].data.eq(ram.b_rdata)]
+        return m
+
+
+class _Port:
+    def __init__(self, abits: int, width: int, name: str):
+        self.addr = Signal(abits, name=f"{name}_addr")
+        self.data = Signal(width, name=f"{name}_data")
+        self.en = Signal(name=f"{name}_en")
 
 
 class _Gather:
@@ -295,7 +349,10 @@ class Core(wiring.Component):
                 shape=shape, depth=depth or cfg.size(space), init=[])
             return mm
 
-        m_prog, m_par = mem(Space.PROGRAM, isa.WORD_BITS), mem(Space.PARAMS, 32)
+        m_prog = mem(Space.PROGRAM, isa.WORD_BITS)
+        # PARAMS has four readers and only the host writes it (between tokens): two
+        # true dual-port copies instead of four
+        m.submodules.mem_params = m_par = _SharedWriteRam(32, cfg.size(Space.PARAMS))
         # an external embedding: this is the buffer its row is fetched into
         m_emb = mem(Space.EMBED, 16, cfg.max_d if self.embed_external else None)
         m_scr = mem(Space.SCRATCH, 32)
