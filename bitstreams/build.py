@@ -117,7 +117,7 @@ def utilization(report: dict) -> dict:
 
 
 def build(board_name: str, out: Path | None = None, seed: int = 1,
-          freq_mhz: float | None = None) -> int:
+          freq_mhz: float | None = None, router: str = "router2") -> int:
     from mmfree_fpga import boards
 
     try:
@@ -148,7 +148,7 @@ def build(board_name: str, out: Path | None = None, seed: int = 1,
         top, name=NAME, build_dir=str(work), do_build=False,
         script_after_read=HIDE_ARRAY_WIRES,
         nextpnr_opts=["--timing-allow-fail", f"--seed {seed}",
-                      f"--report {NAME}-report.json"])
+                      f"--router {router}", f"--report {NAME}-report.json"])
     try:
         products = plan.execute_local(str(work), env=_env())
     except subprocess.CalledProcessError as e:
@@ -205,14 +205,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--freq-mhz", type=float, help="build at another core clock")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--router", choices=("router1", "router2"), default="router2",
+                    help="nextpnr's router (router1 stalls on this design when it misses "
+                         "timing by much)")
     a = ap.parse_args(argv)
     if a.all:
         from mmfree_fpga.boards import BOARDS
-        rcs = [build(n, None, a.seed, a.freq_mhz) for n, b in BOARDS.items() if b.buildable]
+        rcs = [build(n, None, a.seed, a.freq_mhz, a.router) for n, b in BOARDS.items() if b.buildable]
         return max(rcs)
     if not a.board:
         ap.error("name a board, or --all")
-    return build(a.board, a.out, a.seed, a.freq_mhz)
+    return build(a.board, a.out, a.seed, a.freq_mhz, a.router)
 
 
 if __name__ == "__main__":

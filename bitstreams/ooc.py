@@ -81,7 +81,74 @@ def units() -> dict:
                          "ULX3S_85F: 128 lanes, every memory in block RAM")
     except ImportError:
         pass
+    for entry in ("ulx3s-85f",):
+        table[f"sdram-store-{entry}"] = (lambda e=entry: _board_weights(e, hybrid=False),
+                                         f"the SDRAM weight store of {entry} (packing, "
+                                         "prefetch FIFO, embedding port)")
+        table[f"hybrid-store-{entry}"] = (lambda e=entry: _board_weights(e, hybrid=True),
+                                          f"{entry}'s resident words + its SDRAM store")
+    from mmfree_hw.tritpack import TritUnpack
+    table["tritunpack-128"] = (lambda: TritUnpack(128), "128 lanes, 16-bit beats")
     return table
+
+
+class _Exposed(wiring.Component):
+    """``outer`` with the ports of ``inner`` (a submodule of it that its parent would
+    wire to other units) that ``outer`` leaves undriven, so the harness drives them."""
+
+    def __init__(self, outer, inner, names):
+        self._outer, self._inner, self._names = outer, inner, names
+        members = dict(outer.signature.members)
+        members.update({f"inner_{n}": inner.signature.members[n] for n in names})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.outer = self._outer
+        for name in self._outer.signature.members:
+            self._wire(m, name, self._outer, name)
+        for n in self._names:
+            self._wire(m, f"inner_{n}", self._inner, n)
+        return m
+
+    def _wire(self, m, mine, unit, theirs):
+        member = unit.signature.members[theirs]
+        if member.is_signature:
+            wiring.connect(m, wiring.flipped(getattr(self, mine)), getattr(unit, theirs))
+        elif member.flow == wiring.In:
+            m.d.comb += getattr(unit, theirs).eq(getattr(self, mine))
+        else:
+            m.d.comb += getattr(self, mine).eq(getattr(unit, theirs))
+
+
+def _board_weights(entry: str, hybrid: bool):
+    """The weight path a board entry builds (top.Accelerator's SDRAM branch), alone."""
+    from mmfree_fpga.boards import board
+    from amaranth.utils import ceil_log2
+    from mmfree_hw.hybrid_weights import HybridWeightStore
+    from mmfree_hw.sdram.weight_store import SdramWeightStore
+    from mmfree_fpga import isa
+    from mmfree_fpga.isa import Space
+
+    b = board(entry)
+    cfg, sd = b.core, b.sdram
+    # the widths Core derives from the config (core.py)
+    waddr, wcount = ceil_log2(cfg.size(Space.WEIGHTS)), ceil_log2(cfg.weight_words + 1)
+    split = sd.onchip_words if hybrid else 0
+    sdw = SdramWeightStore(
+        cfg.lanes, cfg.weight_words - split, addr_bits=waddr,
+        count_bits=wcount, mem_addr_bits=24, beat_bits=sd.beat_bits,
+        prefetch_words=sd.prefetch_words, packing=sd.packing,
+        embed_words=cfg.embed_words if sd.embed_in_sdram else 0,
+        embed_addr_bits=ceil_log2(cfg.size(Space.EMBED)), embed_count_bits=isa.LEN_BITS + 1)
+    if not hybrid:
+        return sdw
+    hyb = HybridWeightStore(cfg.lanes, cfg.weight_words, split, sdw,
+                            addr_bits=waddr,
+                            count_bits=wcount)
+    inner = [n for n in sdw.signature.members
+             if n not in ("req", "words", "write", "read_addr", "read_data", "error")]
+    return _Exposed(hyb, sdw, inner)
 
 
 class FastClockULX3S(ULX3S_85F_Platform):

@@ -259,6 +259,7 @@ def test_embedding_rows_pause_the_read_ahead():
                          host_got)
         marks["filled"] = True
         await put(ctx, dut.req, {"addr": 0, "count": 40})
+        await ctx.tick()        # the request register: the miss is at this edge
         ctx.set(dut.count_en, 1)
         for addr, count in rows:
             for _ in range(rng.randrange(30)):
@@ -316,3 +317,20 @@ def test_the_read_ahead_learns_the_loop(pattern, misses):
     assert out == expected(words, requests, depth)
     if misses is not None:
         assert marks["misses"] == misses
+
+
+def test_requests_a_loop_ahead_of_the_stream_wait_for_its_jump():
+    """With a slow consumer, the requests run a whole loop ahead of the read-ahead: the
+    jump for the first is pending when the second loop's first request comes. That one
+    waits for the jump (one is kept), so the stream never goes on linearly at the
+    source while a request for the jump's target was taken (it did, once: wrong words)."""
+    rng = random.Random(5)
+    lanes, depth = 16, 32
+    dut = SdramWeightStore(lanes, depth, addr_bits=6, count_bits=6, mem_addr_bits=10,
+                           prefetch_words=6)
+    words = {a: random_code_word(rng, lanes) for a in range(depth)}
+    requests = [(4, 10), (14, 6)] * 6
+    for seed in range(4):
+        out, _, marks, _ = run_store(dut, words, requests, seed=seed, ready_prob=0.2)
+        assert out == expected(words, requests, depth)
+        assert marks["misses"] == 2 and not marks["error"]

@@ -10,7 +10,7 @@ the SDRAM store's read-ahead runs through them as the program asks for them.
 """
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -90,11 +90,12 @@ class HybridWeightStore(wiring.Component):
     ended (while its prefetch FIFO has room), so the next SDRAM matrix in execution order
     is a hit with its words already there, however many block RAM runs come between.
 
-    Latency: the routing is combinational: a request is taken in the cycle its store
-    takes it, its first word is valid on ``words`` the store's latency after that
-    (``WeightMemory.LATENCY`` = 4; an SDRAM hit's words at once, a miss's after the
-    controller's latency + ``beats_per_word`` + 3), but never before the earlier
-    requests' words went.
+    Latency: requests pass a two-entry request register (``lib.fifo.SyncFIFO``:
+    ``req.ready`` is its ``w_rdy``, a register; the route and the address relative to the
+    store are computed on the way in); from it a request is handed to its store a cycle
+    after it was taken, at the earliest, and its first word is valid on ``words`` the
+    store's latency after that (``WeightMemory.LATENCY`` = 4; the SDRAM store's own, with
+    its request register), but never before the earlier requests' words went.
     Throughput: one word per cycle while both stores have the words (across requests and
     across stores); the SDRAM's words at its memory's bandwidth.
 
@@ -153,24 +154,38 @@ class HybridWeightStore(wiring.Component):
         m.d.comb += self.error.eq(err | oc.error | sd.error)
 
         # -- requests: routed by address, one route entry per request handed on ----------
-        req = self.req.payload
+        # A two-entry request register (w_rdy a register) with the routing decided on the
+        # way in, so neither the stores' readiness nor the address arithmetic lies on a
+        # path from the core's request: at 100 MHz on the ECP5 that path was too long.
+        entry = data.StructLayout({"addr": self.addr_bits, "count": self.count_bits,
+                                   "to_sd": 1, "refused": 1, "handed": 1})
+        m.submodules.req_fifo = rq = SyncFIFO(width=entry.size, depth=2)
+        inc = self.req.payload
+        new = data.View(entry, rq.w_data)
         end = Signal(self.addr_bits + 1)
-        m.d.comb += end.eq(req.addr + req.count)
-        to_sd = req.addr >= split
-        refused = (end > depth) | (~to_sd & (end > split))
-        handed = ~refused & (req.count != 0)
-        offer = self.req.valid & handed & route.w_rdy
+        m.d.comb += [
+            rq.w_en.eq(self.req.valid), self.req.ready.eq(rq.w_rdy),
+            end.eq(inc.addr + inc.count),
+            new.to_sd.eq(inc.addr >= split),
+            new.refused.eq((end > depth) | (~new.to_sd & (end > split))),
+            new.handed.eq(~new.refused & (inc.count != 0)),
+            new.addr.eq(Mux(new.to_sd, inc.addr - split, inc.addr)),
+            new.count.eq(inc.count),
+        ]
+        req = data.View(entry, rq.r_data)
+        to_sd = req.to_sd
+        offer = rq.r_rdy & req.handed & route.w_rdy
         m.d.comb += [
             oc.req.valid.eq(offer & ~to_sd),
             oc.req.payload.addr.eq(req.addr), oc.req.payload.count.eq(req.count),
             sd.req.valid.eq(offer & to_sd),
-            sd.req.payload.addr.eq(req.addr - split), sd.req.payload.count.eq(req.count),
-            self.req.ready.eq(Mux(handed,
-                                  route.w_rdy & Mux(to_sd, sd.req.ready, oc.req.ready), 1)),
+            sd.req.payload.addr.eq(req.addr), sd.req.payload.count.eq(req.count),
+            rq.r_en.eq(Mux(req.handed,
+                           route.w_rdy & Mux(to_sd, sd.req.ready, oc.req.ready), 1)),
             route.w_en.eq(offer & Mux(to_sd, sd.req.ready, oc.req.ready)),
             route.w_data.eq(Cat(to_sd, req.count)),
         ]
-        with m.If(self.req.valid & refused):
+        with m.If(rq.r_rdy & req.refused):
             m.d.sync += err.eq(1)
 
         # -- words: the head entry's store only ------------------------------------------

@@ -22,8 +22,8 @@ miss, never a wrong word.
 
 from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.hdl import ResetInserter
-from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -143,9 +143,14 @@ class SdramWeightStore(wiring.Component):
     ``misses`` (Out, 32: requests that restarted the stream) and ``full`` (Out, 32: cycles
     the read-ahead stopped because the FIFO was full).
 
+    Requests pass a two-entry request register (a ``lib.fifo.SyncFIFO``; ``req.ready`` is
+    its ``w_rdy``, a register) and are served from it a cycle after they are taken; one
+    jump can be pending (a request for the jump's target made before the stream took the
+    jump for the previous one waits for it).
+
     Latency: a miss's first word is valid on ``words`` the controller's read latency plus
-    ``beats_per_word`` + 3 cycles after the request's edge; a hit's words are there at
-    once when the read-ahead got them. Throughput: a word per ``beats_per_word`` beats of
+    ``beats_per_word`` + 4 cycles after the request's edge; a hit's words are there a
+    cycle after it when the read-ahead got them. Throughput: a word per ``beats_per_word`` beats of
     the memory's bandwidth; the FIFO (``prefetch_words`` words, a
     ``lib.fifo.SyncFIFOBuffered``: block RAM) hands the core a word per cycle.
     """
@@ -250,9 +255,29 @@ class SdramWeightStore(wiring.Component):
             m.d.sync += reserved.eq(reserved + (issue & (beat == 0) & ~side) - took_word)
 
         # -- the core's side ---------------------------------------------------------------
-        req = self.req.payload
+        # The request register: requests wait in a two-entry FIFO, with what the store needs
+        # of them computed on the way in (the run's end, the range check, the first beat
+        # address: a carry chain and a multiply). Its w_rdy is a register, so no path runs
+        # from the store's state back into the core, and none from the core's request
+        # through a multiply into the read pointer: at 100 MHz on the ECP5 both were longer
+        # than a cycle. A request costs a cycle more; a run is hundreds of words.
+        entry = data.StructLayout({
+            "addr": self.addr_bits, "count": self.count_bits, "end": self.addr_bits + 1,
+            "in_range": 1, "empty": 1, "beat": self.mem_addr_bits})
+        m.submodules.req_fifo = rq = SyncFIFO(width=entry.size, depth=2)
+        inc = self.req.payload
+        new = data.View(entry, rq.w_data)
+        m.d.comb += [
+            rq.w_en.eq(self.req.valid), self.req.ready.eq(rq.w_rdy),
+            new.addr.eq(inc.addr), new.count.eq(inc.count),
+            new.end.eq(inc.addr + inc.count), new.in_range.eq(new.end <= self.depth),
+            new.empty.eq(inc.count == 0), new.beat.eq(self.base + inc.addr * B),
+        ]
+        req = data.View(entry, rq.r_data)
+        req_valid = rq.r_rdy
+        req_pending = rq.r_rdy | self.req.valid          # one waits, or comes
         quiet = (owed == 0) & (inflight == 0) & (mode == RUN)
-        in_range = req.addr + req.count <= self.depth
+        in_range = req.in_range
         # The jump the read-ahead takes: learned at a miss (the stream ended at `jump_from`
         # and the next request began at `jump_to`, as a token's last matrix and the next
         # token's first do), taken each time the read-ahead reaches `jump_from` again, so
@@ -261,13 +286,18 @@ class SdramWeightStore(wiring.Component):
         jump_to = Signal(self.addr_bits + 1)
         jump_valid = Signal()
         at_jump = jump_valid & (run_end == jump_from)
-        hit = streaming & Mux(at_jump, req.addr == jump_to, req.addr == run_end)
-        m.d.comb += self.req.ready.eq(Mux(in_range & (req.count != 0), hit | quiet, 1))
-        accept = self.req.valid & self.req.ready
+        jump_ptr = Signal(self.mem_addr_bits)          # jump_to's first beat
+        armed, jumped = Signal(), Signal()
+        # One jump can be pending (`armed`): a second request at jump_to before the stream
+        # took the first jump waits for it (else the stream would go on linearly there).
+        hit = streaming & Mux(at_jump, (req.addr == jump_to) & ~armed, req.addr == run_end)
+        m.d.comb += rq.r_en.eq(Mux(in_range & ~req.empty, hit | quiet, 1))
+        accept = req_valid & rq.r_en
         miss = Signal()
-        m.d.comb += miss.eq(accept & in_range & (req.count != 0) & ~hit)
+        m.d.comb += miss.eq(accept & in_range & ~req.empty & ~hit)
         with m.If(miss & streaming & (req.addr != run_end)):
-            m.d.sync += [jump_from.eq(run_end), jump_to.eq(req.addr), jump_valid.eq(1)]
+            m.d.sync += [jump_from.eq(run_end), jump_to.eq(req.addr), jump_ptr.eq(req.beat),
+                         jump_valid.eq(1)]
         # words promised minus words whose reads began (> 0: owed words still to issue)
         unstarted = Signal(signed(self.addr_bits + 3))
         delivering = (mode == RUN) | side
@@ -275,11 +305,11 @@ class SdramWeightStore(wiring.Component):
                             - (took_word & delivering))
         with m.If(accept & ~in_range):
             m.d.sync += self.error.eq(1)
-        with m.If(accept & in_range & (req.count != 0)):
-            m.d.sync += run_end.eq(req.addr + req.count)
+        with m.If(accept & in_range & ~req.empty):
+            m.d.sync += run_end.eq(req.end)
         m.d.comb += flush.eq(miss)
         with m.If(miss):
-            m.d.sync += [streaming.eq(1), ptr.eq(self.base + req.addr * B), beat.eq(0),
+            m.d.sync += [streaming.eq(1), ptr.eq(req.beat), beat.eq(0),
                          next_word.eq(req.addr)]
         m.d.comb += [
             self.words.valid.eq(fifo.r_rdy & (owed != 0) & delivering),
@@ -296,18 +326,17 @@ class SdramWeightStore(wiring.Component):
         room = (beat != 0) | (reserved < P)
         # a miss waits: once every owed word's reads went, the read-ahead stops for it
         past_end = (beat == 0) & (unstarted <= 0)
-        hold = self.req.valid & ~hit & past_end
+        hold = req_valid & ~hit & past_end
         # At the jump's source: jump if a request already went on at jump_to (`armed`) or
         # the requests have reached the source and nothing is owed past it (`jumped`: the
         # stream went ahead of them); go on linearly if words are owed there (a request
         # ran past the source); else wait there for the requests.
-        armed, jumped = Signal(), Signal()
         at_source = (streaming & (mode == RUN) & jump_valid & (beat == 0)
                      & (next_word == jump_from))
         jump_now = at_source & ~flush & (armed | ((run_end == jump_from) & (unstarted <= 0)))
         cross = at_source & (unstarted <= 0) | jump_now         # no read this cycle
         with m.If(jump_now):
-            m.d.sync += [next_word.eq(jump_to), ptr.eq(self.base + jump_to * B),
+            m.d.sync += [next_word.eq(jump_to), ptr.eq(jump_ptr),
                          armed.eq(0), jumped.eq(~armed)]
         with m.If(accept & hit & at_jump):
             with m.If(jumped):
@@ -351,11 +380,11 @@ class SdramWeightStore(wiring.Component):
 
         # -- starting an access: only with nothing in flight --------------------------------
         free = (mode == RUN) & (inflight == 0)
-        host_quiet = (owed == 0) & ~self.req.valid
+        host_quiet = (owed == 0) & ~req_pending
         wr = self.write.payload
         # a word written or read ends the read-ahead: stop it, let the reads in flight land
         host_wants = (self.write.valid | self.read_addr.valid) & (mode == RUN) & (owed == 0)
-        with m.If(host_wants & ~self.req.valid & ~side_wants):
+        with m.If(host_wants & ~req_pending & ~side_wants):
             m.d.sync += streaming.eq(0)
         start_write = Signal()
         start_read = Signal()
@@ -400,16 +429,27 @@ class SdramWeightStore(wiring.Component):
             weights_free = free & ~side_wants
         else:
             weights_free = free
+        # A host access's first beat address is registered a cycle after the access
+        # appears (its payload holds while it waits), so no multiply lies on its start.
+        host_beat = Signal(self.mem_addr_bits)
+        w_settled, r_settled = Signal(), Signal()
+        m.d.sync += [
+            host_beat.eq(self.base + Mux(self.write.valid, wr.addr,
+                                         self.read_addr.payload) * B),
+            w_settled.eq(self.write.valid & ~self.write.ready),
+            r_settled.eq(self.read_addr.valid & ~self.write.valid & ~self.read_addr.ready),
+        ]
         m.d.comb += [
-            start_write.eq(self.write.valid & weights_free & host_quiet & ~streaming),
-            start_read.eq(self.read_addr.valid & ~self.write.valid & weights_free
-                          & host_quiet & ~streaming),
+            start_write.eq(self.write.valid & w_settled & weights_free & host_quiet
+                           & ~streaming),
+            start_read.eq(self.read_addr.valid & r_settled & ~self.write.valid
+                          & weights_free & host_quiet & ~streaming),
         ]
         with m.If(start_write):
             with m.If(w_ok):
                 m.d.comb += flush.eq(1)
                 m.d.sync += [mode.eq(HWRITE), h_left.eq(B), h_data_left.eq(B), beat.eq(0),
-                             ptr.eq(self.base + wr.addr * B), h_shift.eq(wr.data)]
+                             ptr.eq(host_beat), h_shift.eq(wr.data)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         # the write is acknowledged once its last data beat went (or at once when refused)
@@ -438,7 +478,7 @@ class SdramWeightStore(wiring.Component):
         with m.If(start_read):
             m.d.comb += flush.eq(1)
             m.d.sync += [mode.eq(HREAD), h_left.eq(B), beat.eq(0),
-                         ptr.eq(self.base + self.read_addr.payload * B)]
+                         ptr.eq(host_beat)]
         m.d.comb += [self.read_data.valid.eq((mode == HREAD) & fifo.r_rdy),
                      self.read_data.payload.eq(fifo.r_data)]
         with m.If(self.read_data.valid & self.read_data.ready):
