@@ -172,8 +172,6 @@ class _SharedWriteRam(Elaboratable):
             a = pair[0]
             m.d.comb += [ram.a_addr.eq(Mux(w.en, w.addr, a.addr)), ram.a_wdata.eq(w.data),
                          ram.a_we.eq(w.en), a.data.eq(ram.a_rdata)]
-            if hasattr(ram, "a_en"):
-                m.d.comb += ram.a_en.eq(1)
             if len(pair) == 2:
                 m.d.comb += [ram.b_addr.eq(pair[1].addr), pair[1].data.eq(ram.b_rdata)]
         return m

@@ -90,41 +90,33 @@ ULX3S_45F_CORE = CoreConfig(lanes=64, weight_words=1 << 14, param_words=6144,
                             max_d=256, max_n=256, max_inter=1024, max_layers=8,
                             max_vocab=4096, max_topk=64)
 
+def _ulx3s(name: str, description: str, size: str, core: CoreConfig, sdram: SdramConfig,
+           models: tuple[str, ...]) -> Board:
+    """A ULX3S entry: ``size`` is the ECP5's ("85" or "45"); everything but the core,
+    the SDRAM split and the models is the board's."""
+    resources = {"85": (208, 156, 83_640), "45": (108, 72, 43_848)}[size]
+    return Board(
+        name=name, description=description,
+        platform=f"amaranth_boards.ulx3s:ULX3S_{size}F_Platform",
+        fpga=f"LFE5U-{size}F-6BG381C", family="ecp5",
+        clk_in_hz=25e6, core_hz=sdram.clock_hz, core=core, sdram=sdram,
+        bram_blocks=resources[0], dsp_blocks=resources[1], luts=resources[2],
+        openfpgaloader_board="ulx3s", models=models)
+
+
 BOARDS: dict[str, Board] = {b.name: b for b in (
-    Board(
-        name="ulx3s-85f",
-        description="Radiona ULX3S with an ECP5-85F, 32 MB SDR SDRAM, FT231X USB UART",
-        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        fpga="LFE5U-85F-6BG381C", family="ecp5",
-        clk_in_hz=25e6, core_hz=100e6,
-        core=ULX3S_85F_CORE,
-        sdram=SdramConfig(clock_hz=100e6, packing=1, onchip_words=2048, embed_in_sdram=True),
-        bram_blocks=208, dsp_blocks=156, luts=83_640,
-        openfpgaloader_board="ulx3s", models=("default",),
-    ),
-    Board(
-        name="ulx3s-85f-resident",
-        description="ULX3S-85F for the board-sized model: its ternary weights in block RAM, "
-                    "the embedding in SDRAM",
-        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        fpga="LFE5U-85F-6BG381C", family="ecp5",
-        clk_in_hz=25e6, core_hz=100e6,
-        core=ULX3S_85F_RESIDENT_CORE,
-        sdram=SdramConfig(clock_hz=100e6, packing=1, onchip_words=6144, embed_in_sdram=True),
-        bram_blocks=208, dsp_blocks=156, luts=83_640,
-        openfpgaloader_board="ulx3s", models=("board",),
-    ),
-    Board(
-        name="ulx3s-45f",
-        description="Radiona ULX3S with an ECP5-45F: fewer lanes, the same SDRAM and UART",
-        platform="amaranth_boards.ulx3s:ULX3S_45F_Platform",
-        fpga="LFE5U-45F-6BG381C", family="ecp5",
-        clk_in_hz=25e6, core_hz=100e6,
-        core=ULX3S_45F_CORE,
-        sdram=SdramConfig(clock_hz=100e6, packing=1, onchip_words=0, embed_in_sdram=True),
-        bram_blocks=108, dsp_blocks=72, luts=43_848,
-        openfpgaloader_board="ulx3s", models=("board",),
-    ),
+    _ulx3s("ulx3s-85f", "Radiona ULX3S with an ECP5-85F, 32 MB SDR SDRAM, FT231X USB UART",
+           "85", ULX3S_85F_CORE,
+           SdramConfig(clock_hz=100e6, packing=1, onchip_words=2048, embed_in_sdram=True),
+           models=("default",)),
+    _ulx3s("ulx3s-85f-resident", "ULX3S-85F for the board-sized model: its ternary weights "
+           "in block RAM, the embedding in SDRAM", "85", ULX3S_85F_RESIDENT_CORE,
+           SdramConfig(clock_hz=100e6, packing=1, onchip_words=6144, embed_in_sdram=True),
+           models=("board",)),
+    _ulx3s("ulx3s-45f", "Radiona ULX3S with an ECP5-45F: fewer lanes, the same SDRAM and UART",
+           "45", ULX3S_45F_CORE,
+           SdramConfig(clock_hz=100e6, packing=1, onchip_words=0, embed_in_sdram=True),
+           models=("board",)),
     Board(
         name="icebreaker",
         description="1BitSquared iCEBreaker, iCE40UP5K (5,280 LUT4, 30 EBR, 4 SPRAM, 8 DSP)",

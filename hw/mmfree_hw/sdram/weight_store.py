@@ -36,6 +36,19 @@ from .controller import cmd_layout, wdata_layout
 __all__ = ["SdramWeightStore", "BeatAssembler"]
 
 
+def times_const(x, k: int):
+    """``x * k`` for a constant ``k`` as a sum of shifted copies of ``x``: Yosys maps a
+    ``*`` by a constant onto a MULT18X18D without its registers (~3.9 ns plus the routing
+    to the DSP column), a longer path than two carry chains."""
+    terms = [x << i for i in range(k.bit_length()) if k >> i & 1]
+    if not terms:
+        return Const(0, 1)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 class BeatAssembler(wiring.Component):
     """2-bit weight words from memory beats: ``beats_per_word`` beats of ``beat_bits`` make
     one word, the first beat its least significant bits (so a word is stored as its bytes
@@ -271,12 +284,16 @@ class SdramWeightStore(wiring.Component):
             rq.w_en.eq(self.req.valid), self.req.ready.eq(rq.w_rdy),
             new.addr.eq(inc.addr), new.count.eq(inc.count),
             new.end.eq(inc.addr + inc.count), new.in_range.eq(new.end <= self.depth),
-            new.empty.eq(inc.count == 0), new.beat.eq(self.base + inc.addr * B),
+            new.empty.eq(inc.count == 0), new.beat.eq(self.base + times_const(inc.addr, B)),
         ]
         req = data.View(entry, rq.r_data)
         req_valid = rq.r_rdy
         req_pending = rq.r_rdy | self.req.valid          # one waits, or comes
-        quiet = (owed == 0) & (inflight == 0) & (mode == RUN)
+        # nothing owed, nothing in flight, and the read-ahead between words: a miss taken
+        # then needs no guard on the read-ahead's issue (it is held at the word boundary)
+        quiet = Signal()
+        m.d.comb += quiet.eq((owed == 0) & (inflight == 0) & (mode == RUN)
+                             & ((beat == 0) | ~streaming))
         in_range = req.in_range
         # The jump the read-ahead takes: learned at a miss (the stream ended at `jump_from`
         # and the next request began at `jump_to`, as a token's last matrix and the next
@@ -290,8 +307,17 @@ class SdramWeightStore(wiring.Component):
         armed, jumped = Signal(), Signal()
         # One jump can be pending (`armed`): a second request at jump_to before the stream
         # took the first jump waits for it (else the stream would go on linearly there).
-        hit = streaming & Mux(at_jump, (req.addr == jump_to) & ~armed, req.addr == run_end)
-        m.d.comb += rq.r_en.eq(Mux(in_range & ~req.empty, hit | quiet, 1))
+        hit_now = streaming & Mux(at_jump, (req.addr == jump_to) & ~armed,
+                                  req.addr == run_end)
+        # The hit is decided a cycle before it is acted on (the compares are long): the
+        # head request is served once it has waited a cycle (`settled`), by the hit of
+        # the previous cycle's state. That can only be stale towards a miss (the state a
+        # hit depends on changes only when a request is taken, except a jump taken, which
+        # can turn a miss into a hit): a stale miss waits a cycle more, or, with the store
+        # quiet, restarts the stream there, which is never a wrong word.
+        settled, hit = Signal(), Signal()
+        m.d.sync += [settled.eq(req_valid & ~rq.r_en), hit.eq(hit_now)]
+        m.d.comb += rq.r_en.eq(settled & Mux(in_range & ~req.empty, hit | quiet, 1))
         accept = req_valid & rq.r_en
         miss = Signal()
         m.d.comb += miss.eq(accept & in_range & ~req.empty & ~hit)
@@ -308,9 +334,6 @@ class SdramWeightStore(wiring.Component):
         with m.If(accept & in_range & ~req.empty):
             m.d.sync += run_end.eq(req.end)
         m.d.comb += flush.eq(miss)
-        with m.If(miss):
-            m.d.sync += [streaming.eq(1), ptr.eq(req.beat), beat.eq(0),
-                         next_word.eq(req.addr)]
         m.d.comb += [
             self.words.valid.eq(fifo.r_rdy & (owed != 0) & delivering),
             self.words.payload.eq(fifo.r_data),
@@ -326,14 +349,15 @@ class SdramWeightStore(wiring.Component):
         room = (beat != 0) | (reserved < P)
         # a miss waits: once every owed word's reads went, the read-ahead stops for it
         past_end = (beat == 0) & (unstarted <= 0)
-        hold = req_valid & ~hit & past_end
+        hold = req_valid & settled & ~hit & past_end
         # At the jump's source: jump if a request already went on at jump_to (`armed`) or
         # the requests have reached the source and nothing is owed past it (`jumped`: the
         # stream went ahead of them); go on linearly if words are owed there (a request
         # ran past the source); else wait there for the requests.
         at_source = (streaming & (mode == RUN) & jump_valid & (beat == 0)
                      & (next_word == jump_from))
-        jump_now = at_source & ~flush & (armed | ((run_end == jump_from) & (unstarted <= 0)))
+        # (a miss at the same edge overrides the jump: its assignments come after)
+        jump_now = at_source & (armed | ((run_end == jump_from) & (unstarted <= 0)))
         cross = at_source & (unstarted <= 0) | jump_now         # no read this cycle
         with m.If(jump_now):
             m.d.sync += [next_word.eq(jump_to), ptr.eq(jump_ptr),
@@ -346,9 +370,11 @@ class SdramWeightStore(wiring.Component):
             with m.Else():       # the jump goes at this very edge: it was this request's
                 m.d.sync += [armed.eq(0), jumped.eq(0)]
         with m.If(miss):
-            m.d.sync += [armed.eq(0), jumped.eq(0)]
-        ra_valid = (streaming & (mode == RUN) & room & ~flush & ~hold & ~side_wants
-                    & ~cross)
+            m.d.sync += [armed.eq(0), jumped.eq(0), streaming.eq(1), ptr.eq(req.beat),
+                         beat.eq(0), next_word.eq(req.addr)]
+        # No ~flush term: a miss is taken only when quiet, which holds the read-ahead
+        # (`hold`: past the owed words at a word boundary), so none issues at its edge.
+        ra_valid = streaming & (mode == RUN) & room & ~hold & ~side_wants & ~cross
         cmd = self.cmd.payload
         with m.Switch(mode):
             with m.Case(RUN):
@@ -434,8 +460,8 @@ class SdramWeightStore(wiring.Component):
         host_beat = Signal(self.mem_addr_bits)
         w_settled, r_settled = Signal(), Signal()
         m.d.sync += [
-            host_beat.eq(self.base + Mux(self.write.valid, wr.addr,
-                                         self.read_addr.payload) * B),
+            host_beat.eq(self.base + times_const(Mux(self.write.valid, wr.addr,
+                                                     self.read_addr.payload), B)),
             w_settled.eq(self.write.valid & ~self.write.ready),
             r_settled.eq(self.read_addr.valid & ~self.write.valid & ~self.read_addr.ready),
         ]
