@@ -103,6 +103,34 @@ def fmax_table(report: dict, log: str) -> dict:
     return table
 
 
+def critical_paths(report: dict) -> list[dict]:
+    """nextpnr's worst path per clock pair, summed up: the clocks, its delay and how much
+    of it is routing, how many cells it passes, and the cells it starts and ends at (the
+    names carry Amaranth's hierarchy: they say which unit limits Fmax)."""
+    out = []
+    for cp in report.get("critical_paths") or []:
+        steps = cp.get("path") or []
+        if not steps:
+            continue
+        total = sum(st.get("delay", 0.0) for st in steps)
+        routing = sum(st.get("delay", 0.0) for st in steps if st.get("type") == "routing")
+        cells = [st["from"]["cell"] for st in steps
+                 if st.get("type") == "logic" and "from" in st]
+        sources = []           # the Amaranth source lines of the nets it runs through
+        for st in steps:
+            for src in st.get("sources") or []:
+                src = re.sub(r"^.*?/(hw|sw|bitstreams)/", r"\1/", src)
+                if src not in sources and "site-packages" not in src:
+                    sources.append(src)
+        out.append({"from_clock": cp.get("from"), "to_clock": cp.get("to"),
+                    "delay_ns": round(total, 2), "routing_ns": round(routing, 2),
+                    "logic_cells": len(cells),
+                    "start": steps[0].get("from", {}).get("cell"),
+                    "end": steps[-1].get("to", {}).get("cell"),
+                    "sources": sources[:16]})
+    return out
+
+
 def utilization(report: dict) -> dict:
     """Cells used and available, by the names the summary uses."""
     names = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "DP16KD": "EBR",
@@ -138,7 +166,11 @@ def build(board_name: str, out: Path | None = None, seed: int = 1,
     out.mkdir(parents=True, exist_ok=True)
 
     platform = platform_for(board)
-    top = shell_for(board)
+    try:
+        top = shell_for(board)
+    except ValueError as e:          # e.g. a clock the PLL cannot make
+        print(f"error: {board.name}: {e}", file=sys.stderr)
+        return 2
     for src in top.verilog_sources():
         platform.add_file(Path(src).name, Path(src).read_text())
     t0 = time.monotonic()
@@ -176,6 +208,7 @@ def build(board_name: str, out: Path | None = None, seed: int = 1,
                           **({"sdram_ps": board.core_hz / 1e6} if board.sdram else {})},
         "pll": dataclasses.asdict(top.pll.plan),
         "utilization": utilization(report),
+        "critical_paths": critical_paths(report),
         "core": dataclasses.asdict(board.core),
         "sdram": dataclasses.asdict(board.sdram) if board.sdram else None,
         "uart_baud": board.uart_baud,
@@ -211,7 +244,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.all:
         from mmfree_fpga.boards import BOARDS
-        rcs = [build(n, None, a.seed, a.freq_mhz, a.router) for n, b in BOARDS.items() if b.buildable]
+        rcs = [build(n, None, a.seed, a.freq_mhz, a.router)
+               for n, b in BOARDS.items() if b.buildable]
         return max(rcs)
     if not a.board:
         ap.error("name a board, or --all")

@@ -123,12 +123,13 @@ class _Exposed(wiring.Component):
 
 def _board_weights(entry: str, hybrid: bool):
     """The weight path a board entry builds (top.Accelerator's SDRAM branch), alone."""
-    from mmfree_fpga.boards import board
     from amaranth.utils import ceil_log2
+
+    from mmfree_fpga import isa
+    from mmfree_fpga.boards import board
+    from mmfree_fpga.isa import Space
     from mmfree_hw.hybrid_weights import HybridWeightStore
     from mmfree_hw.sdram.weight_store import SdramWeightStore
-    from mmfree_fpga import isa
-    from mmfree_fpga.isa import Space
 
     b = board(entry)
     cfg, sd = b.core, b.sdram

@@ -144,6 +144,9 @@ def test_build_refuses_unknown_and_unbuildable(capsys):
     assert "unknown board 'nosuchboard'" in err and "ulx3s-85f" in err
     assert B.main(["ecpix5-85"]) == 2
     assert "read leveling" in capsys.readouterr().err
+    # a core clock the PLL cannot make from the 25 MHz oscillator: one line, no traceback
+    assert B.main(["ulx3s-85f", "--freq-mhz", "33.333"]) == 2
+    assert "no EHXPLLL setting" in capsys.readouterr().err
 
 
 def test_committed_summaries_are_consistent():
@@ -158,3 +161,32 @@ def test_committed_summaries_are_consistent():
             assert c["fmax_mhz"] >= c["target_mhz"], (path, net)
         assert s["requested_mhz"]["sync"] == b.core_hz / 1e6
         assert s["core"]["lanes"] == b.core.lanes
+
+
+def test_critical_paths_summarize_nextpnr_reports():
+    """build.critical_paths on a report in the layout nextpnr's report.cc writes: one
+    entry per clock pair with its delay, the routing share, the cells it passes and the
+    Amaranth source lines of its nets (site-packages lines left out)."""
+    import build as B
+
+    def seg(kind, a, b, delay, sources=()):
+        d = {"type": kind, "delay": delay, "from": {"cell": a, "port": "Q", "loc": [1, 2]},
+             "to": {"cell": b, "port": "A", "loc": [3, 4]}}
+        if kind == "routing":
+            d.update(net=f"{a}_net", sources=list(sources))
+        return d
+
+    report = {"critical_paths": [{
+        "from": "posedge clk", "to": "posedge clk", "path": [
+            seg("clk-to-q", "cp.space", "cp.space", 0.5),
+            seg("routing", "cp.space", "lut1", 1.5,
+                ["/x/y/hw/mmfree_hw/command.py:342", "/v/site-packages/amaranth/a.py:1"]),
+            seg("logic", "lut1", "lut1", 0.25),
+            seg("routing", "lut1", "core.ram", 2.0, ["/x/y/hw/mmfree_hw/core.py:10"]),
+            seg("setup", "core.ram", "core.ram", 0.1)]},
+        {"from": "posedge clk", "to": "posedge clk", "path": []}]}
+    (p,) = B.critical_paths(report)
+    assert p["delay_ns"] == 4.35 and p["routing_ns"] == 3.5 and p["logic_cells"] == 1
+    assert (p["start"], p["end"]) == ("cp.space", "core.ram")
+    assert p["sources"] == ["hw/mmfree_hw/command.py:342", "hw/mmfree_hw/core.py:10"]
+    assert B.critical_paths({}) == []
